@@ -1,0 +1,32 @@
+# Set-up and checks. `make quickstart` and `make test` are the README's two commands.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+.PHONY: install dev quickstart test lint format bench-train bench-accuracy
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+dev: $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+
+# Fine-tune the default model on the shipped banking77 sample, evaluate on held-out data.
+quickstart: install
+	$(BIN)/tuneforge train examples/banking77/train.csv --test examples/banking77/test.csv \
+		--output runs/banking77 --overwrite
+	$(BIN)/tuneforge predict runs/banking77 "I still have not received my new card" \
+		"How do I top up with Apple Pay?"
+
+lint: dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+test: dev lint
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+
+format:
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench

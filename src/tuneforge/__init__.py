@@ -1,0 +1,53 @@
+"""tuneforge: fine-tune, evaluate and host text classifiers on your own machines.
+
+The public API is imported lazily, so ``import tuneforge`` does no work and no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Predictor": "tuneforge.inference.predictor",
+    "Prediction": "tuneforge.inference.predictor",
+    "finetune_classifier": "tuneforge.recipes.finetune_classifier",
+    "evaluate_bundle": "tuneforge.evaluation.bundle_eval",
+    "RunConfig": "tuneforge.config",
+    "DataConfig": "tuneforge.config",
+    "ModelConfig": "tuneforge.config",
+    "MethodConfig": "tuneforge.config",
+    "TrainConfig": "tuneforge.config",
+    "InputError": "tuneforge.errors",
+    "TuneforgeError": "tuneforge.errors",
+}
+
+__all__ = [
+    "DataConfig",
+    "InputError",
+    "MethodConfig",
+    "ModelConfig",
+    "Prediction",
+    "Predictor",
+    "RunConfig",
+    "TrainConfig",
+    "TuneforgeError",
+    "evaluate_bundle",
+    "finetune_classifier",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tuneforge.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+    from tuneforge.errors import InputError, TuneforgeError
+    from tuneforge.evaluation.bundle_eval import evaluate_bundle
+    from tuneforge.inference.predictor import Prediction, Predictor
+    from tuneforge.recipes.finetune_classifier import finetune_classifier
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tuneforge' has no attribute {name!r}")

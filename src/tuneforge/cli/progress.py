@@ -1,0 +1,71 @@
+"""A rich progress bar fed by training events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class TrainingProgress:
+    """Event listener that draws a progress bar and prints one line per evaluation."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[speed]} ex/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "start":
+            if self.task is None:
+                self.progress.start()
+                self.task = self.progress.add_task(
+                    "train", total=event["total_steps"], loss="-", speed="-"
+                )
+            self.progress.update(self.task, completed=event.get("resumed_from") or 0)
+        elif kind == "step" and self.task is not None:
+            self.progress.update(
+                self.task,
+                completed=event["step"],
+                loss=f"{event['loss']:.4f}",
+                speed=f"{event['examples_per_s']:.0f}",
+            )
+        elif kind == "eval":
+            m = event["metrics"]
+            acc = m.get("accuracy", m.get("subset_accuracy"))
+            mark = " [green]best" if event["improved"] else ""
+            self.progress.console.print(
+                f"  step {event['step']} epoch {event['epoch']:.2f}: validation "
+                f"accuracy {acc:.4f} macro-F1 {m['macro_f1']:.4f}{mark}"
+            )
+        elif kind == "early_stop":
+            self.progress.console.print(
+                f"  early stop at step {event['step']} (best step {event['best_step']})"
+            )
+        elif kind == "summary":
+            self.close()
+
+    def close(self) -> None:
+        """Stop drawing."""
+        if self.task is not None:
+            self.progress.stop()
+            self.task = None

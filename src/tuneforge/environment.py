@@ -1,0 +1,46 @@
+"""What a run ran on: versions, hardware, threads (the bundle's environment.json)."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+import torch
+
+from tuneforge.training.device import cpu_has_fast_bf16
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def describe_environment() -> dict[str, Any]:
+    """Versions of the libraries that shape results, and the hardware."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {
+            name: _version(name)
+            for name in ("tuneforge", "torch", "transformers", "tokenizers", "peft", "numpy")
+        },
+        "cpu": _cpu_model(),
+        "cpu_fast_bf16": cpu_has_fast_bf16(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

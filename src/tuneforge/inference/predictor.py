@@ -1,0 +1,202 @@
+"""Load a bundle and classify texts: labels and scores, not tensors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import torch
+
+from tuneforge.bundle import BundleInfo, read_bundle
+from tuneforge.data.encode import encode_texts
+from tuneforge.errors import InputError
+from tuneforge.inference.runner import run_logits, sigmoid, softmax
+from tuneforge.models.classifier import build_classifier
+from tuneforge.models.registry import resolve_base_model, weights_sha256
+from tuneforge.training.device import resolve_precision
+
+
+@dataclass
+class Prediction:
+    """The answer for one text.
+
+    Attributes:
+        label: The predicted label (single-label), or None when the top score is below the
+            abstain threshold.
+        score: Probability of the top label.
+        probabilities: Label -> probability, for every label.
+        labels: Multi-label: every label at or above its threshold (single-label: the
+            label, if any).
+        top_k: The k most probable (label, probability) pairs, most probable first.
+    """
+
+    label: str | None
+    score: float
+    probabilities: dict[str, float]
+    labels: list[str] = field(default_factory=list)
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "label": self.label,
+            "score": self.score,
+            "labels": self.labels,
+            "top_k": [{"label": lab, "score": s} for lab, s in self.top_k],
+            "probabilities": self.probabilities,
+        }
+
+
+def _load_model(info: BundleInfo, trust_remote_code: bool = False) -> torch.nn.Module:
+    path = info.path
+    if not info.adapter:
+        model_dir = path / "model"
+        level = logging.getLogger("transformers").level
+        from transformers import AutoModelForSequenceClassification
+
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(
+                model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
+            )
+        finally:
+            logging.getLogger("transformers").setLevel(level)
+    base_info = info.manifest["base_model"]
+    base = resolve_base_model(base_info.get("path") or base_info["name"])
+    actual = weights_sha256(base.path)
+    if actual != base_info["sha256"]:
+        raise InputError(
+            f"bundle {path} was trained on base model {base_info['name']!r} with weights "
+            f"sha256 {base_info['sha256'][:16]}…, but {base.path} has {actual[:16]}…; "
+            "install the same base model version"
+        )
+    from peft import PeftModel
+
+    model = build_classifier(
+        base.path, info.labels, multi_label=info.multi_label, trust_remote_code=trust_remote_code
+    )
+    model = PeftModel.from_pretrained(model, path / "adapter")
+    # Fold the adapter into the weights: inference then costs what the base model costs.
+    return model.merge_and_unload()
+
+
+class Predictor:
+    """Classifies texts with a trained bundle.
+
+    Use ``Predictor.load(path)``; then ``predict("one text")`` or ``predict([...])``.
+    """
+
+    def __init__(
+        self,
+        info: BundleInfo,
+        model: torch.nn.Module,
+        tokenizer,
+        *,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+    ) -> None:
+        self.info = info
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.labels = info.labels
+        self.multi_label = info.multi_label
+        thresholds = info.manifest.get("thresholds")
+        self.thresholds = np.asarray(thresholds if thresholds is not None else 0.5)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, device: str | None = None, precision: str = "fp32"
+    ) -> Predictor:
+        """Load a bundle directory.
+
+        Args:
+            path: The bundle (the ``--output`` of ``tuneforge train``).
+            device: ``cpu``, ``cuda`` or None (CUDA when available).
+            precision: ``fp32`` (default, exact), ``bf16`` or ``auto``.
+
+        Raises:
+            InputError: Not a bundle, or its adapter's base model is missing or differs.
+        """
+        from transformers import AutoTokenizer
+
+        info = read_bundle(path)
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer")
+        model = _load_model(info)
+        return cls(
+            info, model, tokenizer, device=dev, autocast_dtype=resolve_precision(precision, dev)
+        )
+
+    def probabilities(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """(n, k) probabilities: softmax for single-label, sigmoid for multi-label."""
+        encoded = encode_texts(self.tokenizer, list(texts), self.info.max_length)
+        logits = run_logits(
+            self.model,
+            encoded,
+            pad_id=self.pad_id,
+            batch_size=batch_size,
+            device=self.device,
+            autocast_dtype=self.autocast_dtype,
+        )
+        return sigmoid(logits) if self.multi_label else softmax(logits)
+
+    @overload
+    def predict(self, texts: str, **kwargs: Any) -> Prediction: ...
+    @overload
+    def predict(self, texts: Sequence[str], **kwargs: Any) -> list[Prediction]: ...
+
+    def predict(
+        self,
+        texts: str | Sequence[str],
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        batch_size: int = 64,
+    ) -> Prediction | list[Prediction]:
+        """Classify one text or a list of texts.
+
+        Args:
+            texts: A string (returns one Prediction) or a list (returns a list).
+            top_k: Also return the k most probable labels.
+            threshold: Abstain (label None) when the top probability is below this, so
+                uncertain texts can go to a human.
+            batch_size: Texts per forward pass.
+        """
+        single = isinstance(texts, str)
+        batch = [texts] if single else list(texts)
+        if not batch:
+            return []
+        if any(not isinstance(t, str) for t in batch):
+            raise InputError("predict() takes a string or a list of strings")
+        probs = self.probabilities(batch, batch_size=batch_size)
+        k = min(top_k or 0, len(self.labels))
+        out = []
+        for row in probs:
+            order = np.argsort(-row, kind="stable")
+            best = int(order[0])
+            score = float(row[best])
+            if self.multi_label:
+                chosen = [self.labels[i] for i in np.flatnonzero(row >= self.thresholds)]
+                label = self.labels[best] if self.labels[best] in chosen else None
+            else:
+                label = self.labels[best]
+                chosen = [label]
+            if threshold is not None and score < threshold:
+                label, chosen = None, []
+            out.append(
+                Prediction(
+                    label=label,
+                    score=score,
+                    probabilities={lab: float(p) for lab, p in zip(self.labels, row, strict=True)},
+                    labels=chosen,
+                    top_k=[(self.labels[i], float(row[i])) for i in order[:k]],
+                )
+            )
+        return out[0] if single else out

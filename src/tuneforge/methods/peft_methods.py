@@ -1,0 +1,82 @@
+"""peft adapter methods: ``lora`` and ``ia3``.
+
+Both wrap the classifier in a ``PeftModel`` with task type SEQ_CLS, so the new head is
+trained and saved beside the adapter (peft's ``modules_to_save``).
+"""
+
+from __future__ import annotations
+
+from peft import IA3Config, LoraConfig, TaskType, get_peft_model
+from torch import nn
+
+from tuneforge.config import MethodConfig
+from tuneforge.methods.head import head_parameter_prefixes
+from tuneforge.methods.registry import Method, register_method
+
+# peft knows target modules for common model types; these cover BERT-style encoders
+# whose names peft may not list.
+_BERT_LORA_TARGETS = ["query", "value"]
+_BERT_IA3_TARGETS = ["key", "value", "output.dense"]
+_BERT_IA3_FEEDFORWARD = ["output.dense"]
+
+
+def _is_bert_like(model: nn.Module) -> bool:
+    return any(name.endswith("attention.self.query") for name, _ in model.named_modules())
+
+
+def _modules_to_save(model: nn.Module) -> list[str]:
+    # peft matches these by key suffix: "pooler" also matches "bert.pooler".
+    present = {name.split(".")[-1] for name, _ in model.named_modules()}
+    return [p.split(".")[-1] for p in head_parameter_prefixes(model) if p.split(".")[-1] in present]
+
+
+def prepare_lora(model: nn.Module, config: MethodConfig) -> nn.Module:
+    """Add LoRA matrices to the attention projections; train them and the head."""
+    targets = list(config.target_modules) if config.target_modules else None
+    if targets is None and _is_bert_like(model):
+        targets = _BERT_LORA_TARGETS
+    peft_config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        modules_to_save=_modules_to_save(model),
+    )
+    return get_peft_model(model, peft_config)
+
+
+def prepare_ia3(model: nn.Module, config: MethodConfig) -> nn.Module:
+    """Add (IA)^3 scaling vectors to keys, values and feed-forward outputs; train them and
+    the head."""
+    targets = list(config.target_modules) if config.target_modules else None
+    feedforward = None
+    if targets is None and _is_bert_like(model):
+        targets, feedforward = _BERT_IA3_TARGETS, _BERT_IA3_FEEDFORWARD
+    peft_config = IA3Config(
+        task_type=TaskType.SEQ_CLS,
+        target_modules=targets,
+        feedforward_modules=feedforward,
+        modules_to_save=_modules_to_save(model),
+    )
+    return get_peft_model(model, peft_config)
+
+
+register_method(
+    Method(
+        name="lora",
+        description="LoRA adapters on attention (peft) plus the head",
+        prepare=prepare_lora,
+        adapter=True,
+        learning_rate=5e-4,
+    )
+)
+register_method(
+    Method(
+        name="ia3",
+        description="(IA)^3 scaling vectors (peft) plus the head",
+        prepare=prepare_ia3,
+        adapter=True,
+        learning_rate=3e-3,
+    )
+)

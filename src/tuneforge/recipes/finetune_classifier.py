@@ -1,0 +1,403 @@
+"""Fine-tune a text classifier: config -> data -> model -> train -> evaluate -> bundle.
+
+This is the one file to read top to bottom to see what ``tuneforge train`` does.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuneforge.bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    MANIFEST,
+    atomic_write_json,
+    check_output_dir,
+    publish,
+    staging_dir,
+)
+from tuneforge.card import render_model_card
+from tuneforge.config import RunConfig
+from tuneforge.data.encode import EncodedTexts, encode_texts
+from tuneforge.data.labels import LabelMap
+from tuneforge.data.splits import Splits, make_splits, split_manifest
+from tuneforge.data.tables import Table, read_table
+from tuneforge.environment import describe_environment
+from tuneforge.errors import InputError, Problem
+from tuneforge.evaluation.evaluate import evaluate_logits
+from tuneforge.evaluation.metrics import selection_score, tune_thresholds
+from tuneforge.evaluation.report import write_eval_report
+from tuneforge.inference.runner import run_logits, sigmoid
+from tuneforge.methods import get_method
+from tuneforge.models.classifier import build_classifier
+from tuneforge.models.registry import BaseModel, resolve_base_model
+from tuneforge.training import auto
+from tuneforge.training.checkpoint import load_best, load_trainable_state
+from tuneforge.training.device import pick_device, resolve_precision, set_threads
+from tuneforge.training.events import EventLog, Listener
+from tuneforge.training.loop import LoopSettings, fit, steps_per_epoch
+from tuneforge.training.seed import seed_everything
+
+
+@dataclass
+class TrainResult:
+    """Where the bundle is and how the best checkpoint scored."""
+
+    bundle: Path
+    metrics: dict[str, dict[str, Any]]  # split name -> metrics
+    train_seconds: float
+    examples_per_s: float
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_splits(config: RunConfig) -> Splits:
+    """Read every given file (reporting the problems of all of them at once) and split."""
+    d = config.data
+    tables: dict[str, Table | None] = {}
+    problems: list[Problem] = []
+    for role, path in (("train", d.train), ("validation", d.validation), ("test", d.test)):
+        if path is None:
+            tables[role] = None
+            continue
+        try:
+            tables[role] = read_table(
+                path,
+                text_column=d.text_column,
+                label_column=d.label_column,
+                multi_label=d.multi_label,
+                label_separator=d.label_separator,
+            )
+        except InputError as exc:
+            problems.extend(exc.problems or [Problem(file=path, message=str(exc))])
+    if problems:
+        raise InputError(f"{len(problems)} problem(s) in the data files", problems)
+    return make_splits(
+        tables["train"],
+        tables["validation"],
+        tables["test"],
+        validation_fraction=d.validation_fraction,
+        test_fraction=d.test_fraction,
+        seed=config.train.seed,
+    )
+
+
+def choose_max_length(lengths: np.ndarray, model_limit: int) -> int:
+    """The 99th percentile of training lengths, rounded up to a multiple of 8."""
+    p99 = int(np.ceil(np.percentile(lengths, 99))) if len(lengths) else 16
+    return int(min(model_limit, max(16, -(-p99 // 8) * 8)))
+
+
+def model_length_limit(tokenizer, base: BaseModel) -> int:
+    """The longest input the model accepts (position embeddings, tokenizer limit)."""
+    import json
+
+    limit = 512
+    config = json.loads((base.path / "config.json").read_text())
+    limit = int(config.get("max_position_embeddings", limit))
+    tok_limit = getattr(tokenizer, "model_max_length", limit) or limit
+    return int(min(limit, tok_limit if tok_limit < 100_000 else limit))
+
+
+def encode_splits(
+    tokenizer, splits: Splits, max_length: int | str, limit: int
+) -> tuple[dict[str, EncodedTexts], int]:
+    """Tokenise every split once; resolve ``auto`` max_length from the training lengths."""
+    train = encode_texts(tokenizer, splits.train.texts, limit)
+    if max_length == "auto":
+        max_length = choose_max_length(train.lengths, limit)
+    max_length = min(int(max_length), limit)
+    if max_length < limit:
+        train = encode_texts(tokenizer, splits.train.texts, max_length)
+    encoded = {"train": train}
+    for name in ("validation", "test"):
+        encoded[name] = encode_texts(tokenizer, getattr(splits, name).texts, max_length)
+    return encoded, max_length
+
+
+def targets_for(labels: LabelMap, table: Table, multi_label: bool) -> np.ndarray:
+    """Class ids (single-label) or multi-hot rows (multi-label)."""
+    return labels.encode_multi(table.labels) if multi_label else labels.encode_single(table.labels)
+
+
+def make_loss(
+    multi_label: bool, class_weights: bool, targets: np.ndarray, n_labels: int
+) -> torch.nn.Module:
+    """Cross-entropy (optionally inverse-frequency weighted) or BCE-with-logits."""
+    if multi_label:
+        return torch.nn.BCEWithLogitsLoss()
+    weight = None
+    if class_weights:
+        counts = np.bincount(targets, minlength=n_labels).astype(np.float64)
+        weight = torch.tensor(
+            len(targets) / (n_labels * np.maximum(counts, 1)), dtype=torch.float32
+        )
+    return torch.nn.CrossEntropyLoss(weight=weight)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -> TrainResult:
+    """Run one fine-tuning job end to end and write the bundle to ``config.output``.
+
+    Args:
+        config: The run configuration.
+        listeners: Receive every training event (the CLI's progress bar, a job worker).
+
+    Returns:
+        The bundle path and the best checkpoint's metrics.
+
+    Raises:
+        InputError: Bad data, options or paths (nothing is written).
+        KeyboardInterrupt: Interrupted; checkpoints stay in the staging directory for
+            ``--resume``, no bundle is written.
+    """
+    started = time.time()
+    output = Path(config.output)
+    check_output_dir(output, overwrite=config.overwrite)
+    stage = staging_dir(output)
+    if config.resume and not (stage / "checkpoints" / "latest.json").is_file():
+        raise InputError(f"--resume: no checkpoint found in {stage}; start without --resume")
+
+    # 1. Data: read, validate, split (all before anything is written).
+    splits = load_splits(config)
+    multi = config.data.multi_label
+    labels = LabelMap.from_labels(splits.train.labels)
+
+    # 2. Model: base + head + method.
+    method = get_method(config.method.name)
+    base = resolve_base_model(config.model.name)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        base.path, trust_remote_code=config.model.trust_remote_code
+    )
+    limit = model_length_limit(tokenizer, base)
+    encoded, max_length = encode_splits(tokenizer, splits, config.model.max_length, limit)
+
+    # 3. Hyperparameters: resolve every "auto" from the data size.
+    t = config.train
+    n_train = len(splits.train)
+    batch_size = auto.auto_batch_size(n_train) if t.batch_size == "auto" else int(t.batch_size)
+    epochs = auto.auto_epochs(n_train) if t.epochs == "auto" else int(t.epochs)
+    lr = (
+        auto.auto_learning_rate(method.learning_rate, batch_size)
+        if t.learning_rate == "auto"
+        else float(t.learning_rate)
+    )
+    spe = steps_per_epoch(n_train, batch_size, t.gradient_accumulation)
+    threads = set_threads(t.num_threads)
+    device = pick_device()
+    settings = LoopSettings(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=lr,
+        weight_decay=t.weight_decay,
+        warmup_ratio=t.warmup_ratio,
+        gradient_accumulation=t.gradient_accumulation,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        patience=t.patience,
+        eval_every=t.eval_every or max(1, -(-spe // t.evals_per_epoch)),
+        checkpoint_every=t.checkpoint_every,
+        device=device,
+        autocast_dtype=resolve_precision(t.precision, device),
+    )
+    resolved = replace(
+        config,
+        train=replace(
+            t, epochs=epochs, batch_size=batch_size, learning_rate=lr, num_threads=threads
+        ),
+        model=replace(config.model, max_length=max_length),
+    )
+
+    if stage.exists() and not config.resume:
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    events = EventLog(stage / "events.jsonl", listeners=list(listeners))
+    try:
+        seed_everything(t.seed)
+        model = build_classifier(
+            base.path,
+            list(labels.names),
+            multi_label=multi,
+            trust_remote_code=config.model.trust_remote_code,
+        )
+        model = method.prepare(model, config.method)
+
+        targets = {n: targets_for(labels, getattr(splits, n), multi) for n in encoded}
+        train_targets = torch.from_numpy(targets["train"])
+        loss_fn = make_loss(multi, t.class_weights, targets["train"], len(labels))
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+        def logits_of(split: str) -> np.ndarray:
+            return run_logits(
+                model,
+                encoded[split],
+                pad_id=pad_id,
+                batch_size=max(64, batch_size),
+                device=device,
+                autocast_dtype=settings.autocast_dtype,
+            )
+
+        def evaluate() -> tuple[float, dict[str, Any]]:
+            metrics = evaluate_logits(
+                logits_of("validation"), targets["validation"], labels.names, multi_label=multi
+            )
+            return selection_score(metrics, t.selection_metric), metrics
+
+        # 4. Train: validation during training, keep the best, stop early.
+        result = fit(
+            model,
+            encoded["train"],
+            train_targets,
+            settings=settings,
+            loss_fn=loss_fn,
+            evaluate=evaluate,
+            pad_id=pad_id,
+            checkpoint_dir=stage / "checkpoints",
+            events=events,
+            resume=config.resume,
+        )
+
+        # 5. Evaluate the best checkpoint on validation and the held-out test split.
+        best = load_best(stage / "checkpoints")
+        if best is not None:
+            load_trainable_state(model, best[0])
+        logits = {name: logits_of(name) for name in ("validation", "test")}
+        thresholds = None
+        if multi:
+            thresholds = tune_thresholds(targets["validation"], sigmoid(logits["validation"]))
+        metrics = {
+            name: evaluate_logits(
+                logits[name],
+                targets[name],
+                labels.names,
+                multi_label=multi,
+                thresholds=thresholds if thresholds is not None else 0.5,
+            )
+            for name in ("validation", "test")
+        }
+        events.emit(
+            "summary",
+            best_step=result.best_step,
+            steps=result.steps,
+            stopped_early=result.stopped_early,
+            train_seconds=round(result.train_seconds, 3),
+            train_examples_per_s=round(result.examples_per_s, 2),
+            validation=_headline(metrics["validation"]),
+            test=_headline(metrics["test"]),
+        )
+        events.close()
+
+        # 6. Bundle: write everything into the staging directory, then rename into place.
+        staged = stage / "bundle"
+        if staged.exists():
+            shutil.rmtree(staged)
+        staged.mkdir()
+        if method.adapter:
+            model.save_pretrained(staged / "adapter")
+        else:
+            model.save_pretrained(staged / "model", safe_serialization=True)
+        tokenizer.save_pretrained(staged / "tokenizer")
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "version": BUNDLE_VERSION,
+            "task": "multi_label" if multi else "single_label",
+            "method": method.name,
+            "adapter": method.adapter,
+            "labels": list(labels.names),
+            "max_length": max_length,
+            "thresholds": thresholds.tolist() if thresholds is not None else None,
+            "base_model": {
+                "name": base.name,
+                "source": base.source,
+                "sha256": base.weights_sha256(),
+                "path": str(base.path) if base.source != "package" else None,
+            },
+            "created_at": int(time.time()),
+        }
+        atomic_write_json(staged / MANIFEST, manifest)
+        atomic_write_json(staged / "run_config.json", resolved.to_dict())
+        atomic_write_json(staged / "eval.json", metrics)
+        write_eval_report(
+            metrics["test"],
+            staged / "eval_test.json",
+            staged / "eval_test.md",
+            staged / "confusion_matrix_test.png",
+            title="Held-out test split",
+        )
+        (staged / "eval_test.json").unlink()  # eval.json holds both splits
+        data_info = _data_fingerprint(splits, config)
+        atomic_write_json(staged / "data.json", data_info)
+        atomic_write_json(staged / "splits.json", split_manifest(splits))
+        env = describe_environment()
+        env.update(
+            seed=t.seed,
+            device=str(device),
+            precision="bf16" if settings.autocast_dtype is not None else "fp32",
+            wall_seconds=round(time.time() - started, 1),
+        )
+        atomic_write_json(staged / "environment.json", env)
+        shutil.copy2(stage / "events.jsonl", staged / "events.jsonl")
+        (staged / "README.md").write_text(
+            render_model_card(manifest, resolved.to_dict(), metrics, data_info, env),
+            encoding="utf-8",
+        )
+        publish(staged, output)
+    except BaseException:
+        events.close()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    return TrainResult(
+        bundle=output,
+        metrics=metrics,
+        train_seconds=result.train_seconds,
+        examples_per_s=result.examples_per_s,
+    )
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("n_examples", "accuracy", "subset_accuracy", "macro_f1", "micro_f1", "log_loss")
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def _data_fingerprint(splits: Splits, config: RunConfig) -> dict[str, Any]:
+    files: dict[str, dict[str, Any]] = {}
+    for name in ("train", "validation", "test"):
+        table = getattr(splits, name)
+        entry = files.setdefault(
+            table.source,
+            {
+                "path": table.source,
+                "name": Path(table.source).name,
+                "sha256": table.sha256,
+                "format": table.format,
+                "rows": 0,
+            },
+        )
+        entry["rows"] += len(table)
+    return {
+        "files": list(files.values()),
+        "splits": {
+            name: {
+                "rows": len(getattr(splits, name)),
+                "source": getattr(splits, name).source,
+                "carved_from_train": bool(splits.carved.get(name, False)),
+            }
+            for name in ("train", "validation", "test")
+        },
+        "text_column": config.data.text_column,
+        "label_column": config.data.label_column,
+        "multi_label": config.data.multi_label,
+    }

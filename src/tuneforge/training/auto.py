@@ -1,0 +1,52 @@
+"""``auto`` hyperparameters, chosen from the data size the way OpenAI's fine-tuning does:
+aim for a fixed number of passes, with more epochs for small data sets and fewer for large
+ones so that the total work stays bounded; early stopping trims what is not needed."""
+
+from __future__ import annotations
+
+import math
+
+TARGET_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 3_000  # small data sets get more epochs ...
+MAX_TARGET_EXAMPLES = 150_000  # ... and large ones fewer, so the total work stays bounded
+MAX_EPOCHS = 20
+
+
+def auto_epochs(n_train: int) -> int:
+    """Epochs for ``n_train`` examples (3 by default, 1 to 20)."""
+    epochs = TARGET_EPOCHS
+    if n_train * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        epochs = min(MAX_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / max(1, n_train)))
+    elif n_train * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        epochs = max(1, round(MAX_TARGET_EXAMPLES / n_train))
+    return epochs
+
+
+def auto_batch_size(n_train: int) -> int:
+    """16 for small data sets (more updates per epoch), 32 otherwise."""
+    return 16 if n_train < 1_000 else 32
+
+
+def auto_learning_rate(method_rate: float, batch_size: int) -> float:
+    """The method's rate at batch 32, scaled by the square root of the batch ratio."""
+    return method_rate * math.sqrt(batch_size / 32)
+
+
+# Measured on a 2-core AVX2 CPU (fp32, full fine-tuning, all-MiniLM-L6-v2, 6 layers x
+# 384 hidden = 10.6M non-embedding parameters): see docs/benchmarks.md.
+_REFERENCE_TOKENS_PER_S = 2_500.0
+_REFERENCE_NON_EMBEDDING_PARAMS = 10.6e6
+
+
+def estimated_tokens_per_s(model_dir) -> float:
+    """Rough training speed in tokens/s for a BERT-style model on this kind of machine,
+    scaled from a measured reference by non-embedding parameter count."""
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    hidden = config.get("hidden_size", 384)
+    layers = config.get("num_hidden_layers", 6)
+    inter = config.get("intermediate_size", 4 * hidden)
+    params = layers * (4 * hidden * hidden + 2 * hidden * inter)
+    return _REFERENCE_TOKENS_PER_S * _REFERENCE_NON_EMBEDDING_PARAMS / max(params, 1.0)

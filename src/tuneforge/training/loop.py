@@ -1,0 +1,254 @@
+"""The training loop as plain functions: batches by length, steps, evaluates, keeps the
+best, checkpoints, stops early, resumes exactly."""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tuneforge.data.encode import EncodedTexts, collate, length_grouped_batches
+from tuneforge.inference.runner import autocast_context
+from tuneforge.training import checkpoint as ckpt
+from tuneforge.training.events import EventLog
+from tuneforge.training.optim import build_optimizer, linear_schedule
+from tuneforge.training.seed import rng_state, set_rng_state
+
+# evaluate() returns (selection score, metrics); a higher score is better.
+Evaluate = Callable[[], tuple[float, dict[str, Any]]]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Resolved numbers for one run (no ``auto`` left)."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    warmup_ratio: float
+    gradient_accumulation: int
+    max_grad_norm: float
+    seed: int
+    patience: int
+    eval_every: int
+    checkpoint_every: int | None
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` did."""
+
+    best_score: float
+    best_step: int
+    best_metrics: dict[str, Any]
+    steps: int
+    examples_seen: int
+    train_seconds: float
+    stopped_early: bool
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples_seen / self.train_seconds if self.train_seconds else 0.0
+
+
+def steps_per_epoch(n_examples: int, batch_size: int, accumulation: int) -> int:
+    """Optimizer steps in one epoch (megabatch remainders can add a few short batches)."""
+    return math.ceil(math.ceil(n_examples / batch_size) / accumulation)
+
+
+def fit(
+    model: nn.Module,
+    train: EncodedTexts,
+    targets: torch.Tensor,
+    *,
+    settings: LoopSettings,
+    loss_fn: LossFn,
+    evaluate: Evaluate,
+    pad_id: int,
+    checkpoint_dir: Path,
+    events: EventLog,
+    resume: bool = False,
+) -> FitResult:
+    """Train ``model`` in place and keep its best weights in ``checkpoint_dir/best``.
+
+    Args:
+        model: The module to train (only parameters with requires_grad learn).
+        train: Encoded training texts.
+        targets: Class ids (long, n) or multi-hot labels (float, n x k).
+        settings: Resolved hyperparameters.
+        loss_fn: (logits, targets) -> scalar loss.
+        evaluate: Runs validation; returns (score, metrics), higher score is better.
+        pad_id: Tokenizer pad id.
+        checkpoint_dir: Where checkpoints and the best weights go.
+        events: The run's event log.
+        resume: Continue from the newest complete checkpoint in ``checkpoint_dir``.
+
+    Returns:
+        A summary; the best weights are on disk (``training.checkpoint.load_best``).
+    """
+    s = settings
+    device = s.device
+    model.to(device)
+    optimizer = build_optimizer(
+        model, learning_rate=s.learning_rate, weight_decay=s.weight_decay, device=device
+    )
+    batches_per_epoch = len(length_grouped_batches(train.lengths, s.batch_size, seed=0, epoch=0))
+    spe = math.ceil(batches_per_epoch / s.gradient_accumulation)
+    total_steps = spe * s.epochs
+    scheduler = linear_schedule(
+        optimizer, warmup_steps=round(s.warmup_ratio * total_steps), total_steps=total_steps
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "batch": 0,
+        "step": 0,
+        "best_score": -math.inf,
+        "best_step": -1,
+        "best_metrics": {},
+        "bad_evals": 0,
+        "examples_seen": 0,
+        "train_seconds": 0.0,
+        "last_eval_step": -1,
+    }
+    latest = ckpt.latest_checkpoint(checkpoint_dir) if resume else None
+    if latest is not None:
+        state, rng = ckpt.load_checkpoint(latest, model, optimizer)
+        scheduler.load_state_dict(state.pop("scheduler"))
+        events.truncate(state.pop("n_events"))
+        set_rng_state(rng)
+        events.emit("resume", step=state["step"], epoch=state["epoch"], checkpoint=latest.name)
+    events.emit(
+        "start",
+        total_steps=total_steps,
+        steps_per_epoch=spe,
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        learning_rate=s.learning_rate,
+        train_examples=len(train),
+        resumed_from=state["step"] if latest is not None else None,
+    )
+
+    def save(step: int) -> None:
+        extra = {"scheduler": scheduler.state_dict(), "n_events": events.count() + 1}
+        path = ckpt.save_checkpoint(
+            checkpoint_dir,
+            step=step,
+            model=model,
+            optimizer=optimizer,
+            rng=rng_state(),
+            state={**state, **extra},
+        )
+        events.emit("checkpoint", step=step, path=path.name)
+
+    def run_eval(step: int, epoch_float: float) -> bool:
+        """Evaluate, keep the best, checkpoint; True means stop early."""
+        score, metrics = evaluate()
+        state["last_eval_step"] = step
+        improved = score > state["best_score"]
+        if improved:
+            state.update(best_score=score, best_step=step, best_metrics=metrics, bad_evals=0)
+            ckpt.save_best(
+                checkpoint_dir, model, {"step": step, "score": score, "metrics": metrics}
+            )
+        else:
+            state["bad_evals"] += 1
+        events.emit(
+            "eval",
+            split="validation",
+            step=step,
+            epoch=round(epoch_float, 4),
+            score=score,
+            improved=improved,
+            metrics=metrics,
+        )
+        stop = s.patience > 0 and state["bad_evals"] >= s.patience
+        if s.checkpoint_every is None or stop:
+            save(step)
+        return stop
+
+    model.train()
+    stopped = False
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the loop allocates few Python objects; collection pauses cost ~ms per step
+    try:
+        for epoch in range(state["epoch"], s.epochs):
+            batches = length_grouped_batches(train.lengths, s.batch_size, seed=s.seed, epoch=epoch)
+            start_batch = state["batch"] if epoch == state["epoch"] else 0
+            state.update(epoch=epoch, batch=start_batch)
+            tick = time.perf_counter()
+            accumulated = 0
+            for b in range(start_batch, len(batches)):
+                idx = batches[b]
+                batch = {
+                    k: v.to(device) for k, v in collate([train.ids[i] for i in idx], pad_id).items()
+                }
+                with autocast_context(device, s.autocast_dtype):
+                    logits = model(**batch).logits
+                loss = loss_fn(logits.float(), targets[idx].to(device))
+                (loss / s.gradient_accumulation).backward()
+                accumulated += len(idx)
+                last_of_epoch = b == len(batches) - 1
+                if (b + 1 - start_batch) % s.gradient_accumulation and not last_of_epoch:
+                    continue
+                if s.max_grad_norm > 0:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, s.max_grad_norm))
+                else:
+                    grad_norm = None
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                now = time.perf_counter()
+                state["train_seconds"] += now - tick
+                state["examples_seen"] += accumulated
+                state["step"] += 1
+                state["batch"] = b + 1
+                step = state["step"]
+                events.emit(
+                    "step",
+                    step=step,
+                    epoch=round(epoch + (b + 1) / len(batches), 4),
+                    loss=round(float(loss.detach()), 6),
+                    lr=scheduler.get_last_lr()[0],
+                    grad_norm=grad_norm,
+                    examples_per_s=round(accumulated / (now - tick), 2),
+                    total_steps=total_steps,
+                )
+                accumulated = 0
+                due = step % s.eval_every == 0 or last_of_epoch
+                if due and run_eval(step, epoch + (b + 1) / len(batches)):
+                    stopped = True
+                    events.emit("early_stop", step=step, best_step=state["best_step"])
+                    break
+                if s.checkpoint_every and step % s.checkpoint_every == 0:
+                    save(step)
+                tick = time.perf_counter()
+            if stopped:
+                break
+            state.update(epoch=epoch + 1, batch=0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if state["last_eval_step"] != state["step"]:
+        run_eval(state["step"], float(state["epoch"]))
+    return FitResult(
+        best_score=state["best_score"],
+        best_step=state["best_step"],
+        best_metrics=state["best_metrics"],
+        steps=state["step"],
+        examples_seen=state["examples_seen"],
+        train_seconds=state["train_seconds"],
+        stopped_early=stopped,
+    )

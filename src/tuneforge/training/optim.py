@@ -1,0 +1,43 @@
+"""AdamW with decoupled weight decay and a linear warmup/decay schedule."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def build_optimizer(
+    model: nn.Module, *, learning_rate: float, weight_decay: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no decay on biases and norms.
+
+    The fused implementation is used where torch has it (CPU and CUDA): on a small
+    encoder the unfused step costs several times more than the fused one.
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if name.endswith(_NO_DECAY) else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    fused = device.type in {"cpu", "cuda"}
+    return torch.optim.AdamW(groups, lr=learning_rate, fused=fused)
+
+
+def linear_schedule(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0 to the peak, then linear decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        remaining = total_steps - step
+        return max(0.0, remaining / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
