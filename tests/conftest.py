@@ -124,3 +124,63 @@ def write_jsonl(path: Path, rows) -> Path:
 def sentiment_csv(tmp_path: Path) -> Path:
     """A 200-row two-class CSV."""
     return write_csv(tmp_path / "train.csv", sentiment_rows(200))
+
+
+# ---------------------------------------------------------------- running the CLI
+
+
+class CliResult:
+    """Exit code and captured output of one ``tuneforge`` invocation."""
+
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.code = code
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __repr__(self) -> str:  # shown by pytest when an assertion on it fails
+        return f"CliResult(code={self.code!r}, stdout={self.stdout!r}, stderr={self.stderr!r})"
+
+
+def run_cli(*args) -> CliResult:
+    """Run the ``tuneforge`` console entry point in this process.
+
+    ``main()`` is the real entry point (it maps errors to exit codes and messages); running
+    it in-process saves the ~5-10 s of importing torch/transformers in a fresh interpreter.
+    """
+    import contextlib
+    import io
+    import sys
+
+    from tuneforge.cli.main import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["tuneforge", *map(str, args)]
+    code = None
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            main()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = argv
+    assert isinstance(code, int), f"main() did not exit with an int code: {code!r}"
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def run_cli_subprocess(*args, cwd=None, env=None, timeout: float = 180) -> CliResult:
+    """Run ``python -m tuneforge ARGS`` in a fresh, offline interpreter."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+    full_env.pop("TUNEFORGE_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuneforge", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)

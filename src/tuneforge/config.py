@@ -117,7 +117,8 @@ class TrainConfig:
     """Optimisation and schedule.
 
     Attributes:
-        epochs: Passes over the training split, or ``auto`` (from the data size).
+        epochs: Passes over the training split (a fraction such as 1.5 ends mid-epoch),
+            or ``auto`` (from the data size).
         batch_size: Examples per optimizer step (before accumulation), or ``auto``.
         learning_rate: Peak learning rate, or ``auto`` (from the method and batch size).
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm).
@@ -137,7 +138,7 @@ class TrainConfig:
             every evaluation).
     """
 
-    epochs: int | Auto = "auto"
+    epochs: int | float | Auto = "auto"
     batch_size: int | Auto = "auto"
     learning_rate: float | Auto = "auto"
     weight_decay: float = 0.01
@@ -155,7 +156,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
 
     def __post_init__(self) -> None:
-        _auto_or(self.epochs, int, "epochs")
+        _auto_or(self.epochs, float, "epochs")
         _auto_or(self.batch_size, int, "batch_size")
         _auto_or(self.learning_rate, float, "learning_rate")
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)")

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import click
 import typer
@@ -18,6 +18,16 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from tuneforge.errors import InputError, TuneforgeError
+
+try:  # typer >= 0.22 raises the exceptions of its own vendored copy of click
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _typer_click = click.exceptions
+
+_CLICK_ERRORS = (click.ClickException, _typer_click.ClickException)
+_USAGE_ERRORS = (click.UsageError, _typer_click.UsageError)
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
 
 app = typer.Typer(
     name="tuneforge",
@@ -88,7 +98,9 @@ def train(
     method: Annotated[
         str, typer.Option(help="Fine-tuning method: full, head, lora or ia3.")
     ] = "full",
-    epochs: Annotated[str, typer.Option(help="Epochs, or 'auto' (from the data size).")] = "auto",
+    epochs: Annotated[
+        str, typer.Option(help="Epochs (1.5 ends mid-epoch), or 'auto' (from the data size).")
+    ] = "auto",
     batch_size: Annotated[str, typer.Option(help="Batch size, or 'auto'.")] = "auto",
     learning_rate: Annotated[
         str, typer.Option(help="Peak learning rate, or 'auto' (from the method).")
@@ -167,7 +179,7 @@ def train(
             freeze_embeddings=not train_embeddings,
         ),
         train=TrainConfig(
-            epochs=_auto_int(epochs, "--epochs"),
+            epochs=_auto_float(epochs, "--epochs"),
             batch_size=_auto_int(batch_size, "--batch-size"),
             learning_rate=_auto_float(learning_rate, "--learning-rate"),
             seed=seed,
@@ -259,11 +271,11 @@ def data_check(
         output=".",
         train=TrainConfig(seed=seed),
     )
-    splits = load_splits(config)
-    from transformers import AutoTokenizer
+    from tuneforge.models.classifier import load_tokenizer
 
+    splits = load_splits(config)
     base = resolve_base_model(model)
-    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    tokenizer = load_tokenizer(base.path)
     report = build_data_report(
         splits, tokenizer, throughput_tokens_per_s=estimated_tokens_per_s(base.path)
     )
@@ -383,20 +395,14 @@ def main() -> None:
     _quiet_libraries()
     command = typer.main.get_command(app)
     try:
-        command.main(args=sys.argv[1:], prog_name="tuneforge", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        code = command.main(args=sys.argv[1:], prog_name="tuneforge", standalone_mode=False)
+    except _EXITS as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _CLICK_ERRORS as exc:
         exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        err.print(
-            "interrupted: no bundle was written; checkpoints are kept, run the same "
-            "command with --resume to continue"
-            if "train" in sys.argv[1:2]
-            else "interrupted"
-        )
-        sys.exit(130)
+        sys.exit(2 if isinstance(exc, _USAGE_ERRORS) else exc.exit_code)
+    except _ABORTS:
+        _interrupted()
     except TuneforgeError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -410,4 +416,18 @@ def main() -> None:
             soft_wrap=True,
         )
         sys.exit(1)
-    sys.exit(0)
+    # Without standalone mode typer turns Ctrl-C into a returned 130 (and ctx.exit(n) into
+    # a returned n) instead of raising: a return value that is an int is the exit code.
+    if code == 130:
+        _interrupted()
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
+
+
+def _interrupted() -> NoReturn:
+    err.print(
+        "interrupted: no bundle was written; checkpoints are kept, run the same "
+        "command with --resume to continue"
+        if "train" in sys.argv[1:2]
+        else "interrupted"
+    )
+    sys.exit(130)

@@ -80,8 +80,25 @@ def _load_model(info: BundleInfo, trust_remote_code: bool = False) -> torch.nn.M
         base.path, info.labels, multi_label=info.multi_label, trust_remote_code=trust_remote_code
     )
     model = PeftModel.from_pretrained(model, path / "adapter")
+    _unwrap_modules_to_save(model)
     # Fold the adapter into the weights: inference then costs what the base model costs.
     return model.merge_and_unload()
+
+
+def _unwrap_modules_to_save(model: torch.nn.Module) -> None:
+    """Put the trained copies of peft's ``modules_to_save`` (head, pooler) in place.
+
+    peft's generic unload (used by IA3) copies ``weight`` onto each unwrapped module and so
+    fails on one without its own weight (BERT's pooler, RoBERTa's classification head); with
+    the wrappers gone, ``merge_and_unload`` only has the adapter layers left to fold.
+    """
+    from peft.utils import ModulesToSaveWrapper
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child_name = name.rpartition(".")
+            trained = module.modules_to_save[module.active_adapter]
+            setattr(model.get_submodule(parent_name), child_name, trained)
 
 
 class Predictor:

@@ -6,9 +6,25 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
 from tuneforge.errors import InputError
+
+
+def load_tokenizer(model_dir: Path, *, trust_remote_code: bool = False):
+    """The base model's tokenizer; a broken checkpoint is an InputError, not a crash."""
+    try:
+        return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(
+            f"could not load the tokenizer of {model_dir}: {exc}; pass a checkpoint directory "
+            "saved with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
+        ) from exc
 
 
 def build_classifier(

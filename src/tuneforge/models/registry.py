@@ -111,8 +111,37 @@ def resolve_base_model(name: str) -> BaseModel:
                 f"{name!r} has no config.json, so it is not a Hugging Face model directory; "
                 "save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
             )
+        _check_model_files(name, path)
         return BaseModel(name=name, path=path.resolve(), source="local")
-    return BaseModel(name=name, path=_download_or_cached(name), source="hub")
+    path = _download_or_cached(name)
+    _check_model_files(name, path)
+    return BaseModel(name=name, path=path, source="hub")
+
+
+# Files a tokenizer is loaded from; without one, transformers silently builds a tokenizer
+# with an empty vocabulary that maps every word to [UNK].
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def _check_model_files(name: str, path: Path) -> None:
+    """A model directory needs weights and tokenizer files, not just a config."""
+    missing = []
+    if not any(p.suffix in {".safetensors", ".bin"} for p in path.iterdir() if p.is_file()):
+        missing.append("weights (*.safetensors)")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json or vocab.txt)")
+    if missing:
+        raise InputError(
+            f"model {name!r} ({path}) has no {' and no '.join(missing)}; save a complete "
+            "checkpoint with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
+        )
 
 
 def _download_or_cached(repo_id: str) -> Path:

@@ -5,6 +5,7 @@ This is the one file to read top to bottom to see what ``tuneforge train`` does.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from tuneforge.evaluation.metrics import selection_score, tune_thresholds
 from tuneforge.evaluation.report import write_eval_report
 from tuneforge.inference.runner import run_logits, sigmoid
 from tuneforge.methods import get_method
-from tuneforge.models.classifier import build_classifier
+from tuneforge.models.classifier import build_classifier, load_tokenizer
 from tuneforge.models.registry import BaseModel, resolve_base_model
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
@@ -177,11 +178,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     # 2. Model: base + head + method.
     method = get_method(config.method.name)
     base = resolve_base_model(config.model.name)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(
-        base.path, trust_remote_code=config.model.trust_remote_code
-    )
+    tokenizer = load_tokenizer(base.path, trust_remote_code=config.model.trust_remote_code)
     limit = model_length_limit(tokenizer, base)
     encoded, max_length = encode_splits(tokenizer, splits, config.model.max_length, limit)
 
@@ -189,17 +186,20 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     t = config.train
     n_train = len(splits.train)
     batch_size = auto.auto_batch_size(n_train) if t.batch_size == "auto" else int(t.batch_size)
-    epochs = auto.auto_epochs(n_train) if t.epochs == "auto" else int(t.epochs)
+    epochs = auto.auto_epochs(n_train) if t.epochs == "auto" else float(t.epochs)
     lr = (
         auto.auto_learning_rate(method.learning_rate, batch_size)
         if t.learning_rate == "auto"
         else float(t.learning_rate)
     )
     spe = steps_per_epoch(n_train, batch_size, t.gradient_accumulation)
+    # A fractional epoch count (auto on large data, or --epochs 1.5) ends mid-epoch.
+    max_steps = None if epochs.is_integer() else max(1, round(epochs * spe))
     threads = set_threads(t.num_threads)
     device = pick_device()
     settings = LoopSettings(
-        epochs=epochs,
+        epochs=math.ceil(epochs),
+        max_steps=max_steps,
         batch_size=batch_size,
         learning_rate=lr,
         weight_decay=t.weight_decay,
@@ -216,7 +216,11 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     resolved = replace(
         config,
         train=replace(
-            t, epochs=epochs, batch_size=batch_size, learning_rate=lr, num_threads=threads
+            t,
+            epochs=int(epochs) if epochs.is_integer() else epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            num_threads=threads,
         ),
         model=replace(config.model, max_length=max_length),
     )
@@ -355,8 +359,10 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             encoding="utf-8",
         )
         publish(staged, output)
-    except BaseException:
+    except BaseException as exc:
         events.close()
+        if isinstance(exc, InputError) and not config.resume:
+            shutil.rmtree(stage, ignore_errors=True)  # bad input writes nothing
         raise
     shutil.rmtree(stage, ignore_errors=True)
     return TrainResult(

@@ -43,6 +43,7 @@ class LoopSettings:
     checkpoint_every: int | None
     device: torch.device
     autocast_dtype: torch.dtype | None
+    max_steps: int | None = None
 
 
 @dataclass
@@ -106,6 +107,8 @@ def fit(
     batches_per_epoch = len(length_grouped_batches(train.lengths, s.batch_size, seed=0, epoch=0))
     spe = math.ceil(batches_per_epoch / s.gradient_accumulation)
     total_steps = spe * s.epochs
+    if s.max_steps is not None:
+        total_steps = min(total_steps, s.max_steps)
     scheduler = linear_schedule(
         optimizer, warmup_steps=round(s.warmup_ratio * total_steps), total_steps=total_steps
     )
@@ -227,15 +230,20 @@ def fit(
                     total_steps=total_steps,
                 )
                 accumulated = 0
-                due = step % s.eval_every == 0 or last_of_epoch
+                # Evaluate every eval_every steps counted from the start of each epoch, at
+                # the end of each epoch, and at the end of the run.
+                last_of_run = step == total_steps
+                due = (step - epoch * spe) % s.eval_every == 0 or last_of_epoch or last_of_run
                 if due and run_eval(step, epoch + (b + 1) / len(batches)):
                     stopped = True
                     events.emit("early_stop", step=step, best_step=state["best_step"])
                     break
                 if s.checkpoint_every and step % s.checkpoint_every == 0:
                     save(step)
+                if last_of_run:
+                    break
                 tick = time.perf_counter()
-            if stopped:
+            if stopped or state["step"] >= total_steps:
                 break
             state.update(epoch=epoch + 1, batch=0)
     finally:

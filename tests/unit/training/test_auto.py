@@ -4,7 +4,8 @@ from tuneforge.training.auto import auto_batch_size, auto_epochs, auto_learning_
 
 
 @pytest.mark.parametrize(
-    ("n", "epochs"), [(50, 20), (200, 15), (1_000, 3), (10_000, 3), (60_000, 2), (500_000, 1)]
+    ("n", "epochs"),
+    [(50, 20), (1_000, 20), (2_767, 11), (9_000, 4), (10_000, 3), (60_614, 1.48), (500_000, 1)],
 )
 def test_auto_epochs_shrink_with_data_size(n, epochs):
     assert auto_epochs(n) == epochs
