@@ -60,7 +60,16 @@ from common import (
     write_json,
 )
 
-ALL_CONFIGS = ["naive", "trainer_fp32", "trainer_fp32_defaults", "trainer_bf16", "tuneforge"]
+ALL_CONFIGS = [
+    "naive",
+    "trainer_fp32",
+    "trainer_fp32_defaults",
+    "trainer_bf16",
+    "tuneforge",
+    # tuneforge with the word-embedding matrix trained too (the baselines train it).
+    "tuneforge_train_embeddings",
+]
+TUNEFORGE_CONFIGS = {"tuneforge": [], "tuneforge_train_embeddings": ["--train-embeddings"]}
 BASELINES = ["naive", "trainer_fp32", "trainer_fp32_defaults", "trainer_bf16"]
 DEFAULT_TRAIN = Path(__file__).resolve().parents[1].parent / "shared/data/sst2/train.csv"
 TAIL_CHARS = 3000
@@ -148,7 +157,7 @@ def build_command(config: str, args: argparse.Namespace, run_dir: Path) -> list[
             "trainer_bf16": ["--bf16"],
         }[config]
         return [sys.executable, str(BENCH_DIR / "baselines/hf_trainer.py"), *shared_args, *extra]
-    assert config == "tuneforge"
+    assert config in TUNEFORGE_CONFIGS
     work = run_dir.parent.parent
     return [
         args.tuneforge_bin,
@@ -173,6 +182,7 @@ def build_command(config: str, args: argparse.Namespace, run_dir: Path) -> list[
         "--output",
         str(run_dir / "out"),
         "--overwrite",
+        *TUNEFORGE_CONFIGS[config],
     ]
 
 
@@ -206,7 +216,7 @@ def run_once(config: str, repeat: int, args: argparse.Namespace, work: Path) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = build_command(config, args, run_dir)
     record: dict[str, Any] = {"repeat": repeat, "command": shlex.join(cmd), "ok": False}
-    if config == "tuneforge" and shutil.which(cmd[0]) is None:
+    if config in TUNEFORGE_CONFIGS and shutil.which(cmd[0]) is None:
         record["error"] = f"tuneforge executable {cmd[0]!r} not found on PATH"
         return record
     log_path = run_dir / "log.txt"
@@ -231,7 +241,7 @@ def run_once(config: str, repeat: int, args: argparse.Namespace, work: Path) -> 
         record["log_tail"] = tail(log_path)
         return record
     try:
-        if config == "tuneforge":
+        if config in TUNEFORGE_CONFIGS:
             summary = read_summary_event(run_dir / "out" / "events.jsonl")
             if summary is None:
                 raise ValueError("no 'summary' event in events.jsonl")
@@ -361,12 +371,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "(use --skip-bf16 or a small --bf16-examples)",
             file=sys.stderr,
         )
-    if "tuneforge" in to_run:
+    if any(c in TUNEFORGE_CONFIGS for c in to_run):
         try:
             prepare_tuneforge_inputs(args, work)
         except (OSError, ValueError) as exc:
-            skipped["tuneforge"] = f"could not prepare inputs: {exc}"
-            to_run.remove("tuneforge")
+            for config in [c for c in to_run if c in TUNEFORGE_CONFIGS]:
+                skipped[config] = f"could not prepare inputs: {exc}"
+                to_run.remove(config)
 
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in to_run}
     try:

@@ -6,7 +6,6 @@ trained and saved beside the adapter (peft's ``modules_to_save``).
 
 from __future__ import annotations
 
-from peft import IA3Config, LoraConfig, TaskType, get_peft_model
 from torch import nn
 
 from tuneforge.config import MethodConfig
@@ -32,6 +31,8 @@ def _modules_to_save(model: nn.Module) -> list[str]:
 
 def prepare_lora(model: nn.Module, config: MethodConfig) -> nn.Module:
     """Add LoRA matrices to the attention projections; train them and the head."""
+    from peft import LoraConfig, TaskType, get_peft_model  # heavy import: only when used
+
     targets = list(config.target_modules) if config.target_modules else None
     if targets is None and _is_bert_like(model):
         targets = _BERT_LORA_TARGETS
@@ -49,6 +50,8 @@ def prepare_lora(model: nn.Module, config: MethodConfig) -> nn.Module:
 def prepare_ia3(model: nn.Module, config: MethodConfig) -> nn.Module:
     """Add (IA)^3 scaling vectors to keys, values and feed-forward outputs; train them and
     the head."""
+    from peft import IA3Config, TaskType, get_peft_model  # heavy import: only when used
+
     targets = list(config.target_modules) if config.target_modules else None
     feedforward = None
     if targets is None and _is_bert_like(model):

@@ -117,8 +117,13 @@ def encode_splits(
     if max_length == "auto":
         max_length = choose_max_length(train.lengths, limit)
     max_length = min(int(max_length), limit)
-    if max_length < limit:
-        train = encode_texts(tokenizer, splits.train.texts, max_length)
+    too_long = np.flatnonzero(train.lengths > max_length)
+    if len(too_long):  # re-tokenise only the texts that need truncating
+        cut = encode_texts(tokenizer, [splits.train.texts[i] for i in too_long], max_length)
+        for i, ids in zip(too_long, cut.ids, strict=True):
+            train.ids[i] = ids
+        train.lengths[too_long] = cut.lengths
+        train.truncated = len(too_long)
     encoded = {"train": train}
     for name in ("validation", "test"):
         encoded[name] = encode_texts(tokenizer, getattr(splits, name).texts, max_length)
