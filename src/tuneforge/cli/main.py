@@ -105,6 +105,13 @@ def train(
     learning_rate: Annotated[
         str, typer.Option(help="Peak learning rate, or 'auto' (from the method).")
     ] = "auto",
+    head_lr_multiplier: Annotated[
+        str,
+        typer.Option(
+            help="The new head's learning rate over --learning-rate, or 'auto' (20 for "
+            "full fine-tuning, else 1)."
+        ),
+    ] = "auto",
     max_length: Annotated[
         str,
         typer.Option(
@@ -182,6 +189,7 @@ def train(
             epochs=_auto_float(epochs, "--epochs"),
             batch_size=_auto_int(batch_size, "--batch-size"),
             learning_rate=_auto_float(learning_rate, "--learning-rate"),
+            head_lr_multiplier=_auto_float(head_lr_multiplier, "--head-lr-multiplier"),
             seed=seed,
             precision=precision,
             patience=patience,

@@ -29,5 +29,6 @@ register_method(
         prepare=prepare_full,
         adapter=False,
         learning_rate=5e-5,
+        head_lr_multiplier=20.0,
     )
 )

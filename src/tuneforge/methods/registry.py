@@ -23,6 +23,8 @@ class Method:
         adapter: The bundle stores a peft adapter plus the base model's identity, not a
             whole model.
         learning_rate: The ``auto`` learning rate at batch size 32.
+        head_lr_multiplier: The ``auto`` ratio of the new head's learning rate to the
+            rest (a freshly initialised head learns slowly at an encoder's rate).
     """
 
     name: str
@@ -30,6 +32,7 @@ class Method:
     prepare: Callable[[nn.Module, MethodConfig], nn.Module]
     adapter: bool
     learning_rate: float
+    head_lr_multiplier: float = 1.0
 
 
 _METHODS: dict[str, Method] = {}

@@ -38,6 +38,7 @@ from tuneforge.evaluation.metrics import selection_score, tune_thresholds
 from tuneforge.evaluation.report import write_eval_report
 from tuneforge.inference.runner import run_logits, sigmoid
 from tuneforge.methods import get_method
+from tuneforge.methods.head import head_parameter_prefixes
 from tuneforge.models.classifier import build_classifier, load_tokenizer
 from tuneforge.models.registry import BaseModel, resolve_base_model
 from tuneforge.training import auto
@@ -197,6 +198,9 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         if t.learning_rate == "auto"
         else float(t.learning_rate)
     )
+    head_mult = (
+        method.head_lr_multiplier if t.head_lr_multiplier == "auto" else float(t.head_lr_multiplier)
+    )
     spe = steps_per_epoch(n_train, batch_size, t.gradient_accumulation)
     # A fractional epoch count (auto on large data, or --epochs 1.5) ends mid-epoch.
     max_steps = None if epochs.is_integer() else max(1, round(epochs * spe))
@@ -205,6 +209,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     settings = LoopSettings(
         epochs=math.ceil(epochs),
         max_steps=max_steps,
+        head_learning_rate=lr * head_mult,
         batch_size=batch_size,
         learning_rate=lr,
         weight_decay=t.weight_decay,
@@ -225,6 +230,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             epochs=int(epochs) if epochs.is_integer() else epochs,
             batch_size=batch_size,
             learning_rate=lr,
+            head_lr_multiplier=head_mult,
             num_threads=threads,
         ),
         model=replace(config.model, max_length=max_length),
@@ -277,6 +283,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             checkpoint_dir=stage / "checkpoints",
             events=events,
             resume=config.resume,
+            head_prefixes=head_parameter_prefixes(model) if head_mult != 1 else (),
         )
 
         # 5. Evaluate the best checkpoint on validation and the held-out test split.

@@ -44,6 +44,7 @@ class LoopSettings:
     device: torch.device
     autocast_dtype: torch.dtype | None
     max_steps: int | None = None
+    head_learning_rate: float | None = None
 
 
 @dataclass
@@ -80,6 +81,7 @@ def fit(
     checkpoint_dir: Path,
     events: EventLog,
     resume: bool = False,
+    head_prefixes: tuple[str, ...] = (),
 ) -> FitResult:
     """Train ``model`` in place and keep its best weights in ``checkpoint_dir/best``.
 
@@ -94,6 +96,8 @@ def fit(
         checkpoint_dir: Where checkpoints and the best weights go.
         events: The run's event log.
         resume: Continue from the newest complete checkpoint in ``checkpoint_dir``.
+        head_prefixes: Names of the new head's parameters (they get
+            ``settings.head_learning_rate``).
 
     Returns:
         A summary; the best weights are on disk (``training.checkpoint.load_best``).
@@ -102,7 +106,12 @@ def fit(
     device = s.device
     model.to(device)
     optimizer = build_optimizer(
-        model, learning_rate=s.learning_rate, weight_decay=s.weight_decay, device=device
+        model,
+        learning_rate=s.learning_rate,
+        weight_decay=s.weight_decay,
+        device=device,
+        head_prefixes=head_prefixes,
+        head_learning_rate=s.head_learning_rate,
     )
     batches_per_epoch = len(length_grouped_batches(train.lengths, s.batch_size, seed=0, epoch=0))
     spe = math.ceil(batches_per_epoch / s.gradient_accumulation)

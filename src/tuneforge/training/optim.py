@@ -9,24 +9,36 @@ _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
 def build_optimizer(
-    model: nn.Module, *, learning_rate: float, weight_decay: float, device: torch.device
+    model: nn.Module,
+    *,
+    learning_rate: float,
+    weight_decay: float,
+    device: torch.device,
+    head_prefixes: tuple[str, ...] = (),
+    head_learning_rate: float | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; no decay on biases and norms.
 
-    The fused implementation is used where torch has it (CPU and CUDA): on a small
-    encoder the unfused step costs several times more than the fused one.
+    Parameters whose names start with ``head_prefixes`` (a freshly initialised head) get
+    ``head_learning_rate``. The fused implementation is used where torch has it (CPU and
+    CUDA): on a small encoder the unfused step costs several times more than the fused one.
     """
-    decay, no_decay = [], []
+    head_lr = head_learning_rate or learning_rate
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if name.endswith(_NO_DECAY) else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+            key = (bool(head_prefixes) and name.startswith(head_prefixes), name.endswith(_NO_DECAY))
+            groups.setdefault(key, []).append(param)
+    param_groups = [
+        {
+            "params": params,
+            "lr": head_lr if is_head else learning_rate,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+        }
+        for (is_head, no_decay), params in sorted(groups.items())
     ]
-    groups = [g for g in groups if g["params"]]
     fused = device.type in {"cpu", "cuda"}
-    return torch.optim.AdamW(groups, lr=learning_rate, fused=fused)
+    return torch.optim.AdamW(param_groups, lr=learning_rate, fused=fused)
 
 
 def linear_schedule(
