@@ -122,7 +122,7 @@ class TrainConfig:
         batch_size: Examples per optimizer step (before accumulation), or ``auto``.
         learning_rate: Peak learning rate, or ``auto`` (from the method and batch size).
         head_lr_multiplier: The new head's learning rate over ``learning_rate``, or
-            ``auto`` (the method's: 20 for ``full``, 1 otherwise).
+            ``auto`` (20 for ``full`` with 10 or more labels, else 1).
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm).
         warmup_ratio: Share of steps with linear warmup; linear decay after.
         gradient_accumulation: Batches per optimizer step.

@@ -109,7 +109,7 @@ def train(
         str,
         typer.Option(
             help="The new head's learning rate over --learning-rate, or 'auto' (20 for "
-            "full fine-tuning, else 1)."
+            "full fine-tuning with 10+ labels, else 1)."
         ),
     ] = "auto",
     max_length: Annotated[

@@ -199,7 +199,9 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         else float(t.learning_rate)
     )
     head_mult = (
-        method.head_lr_multiplier if t.head_lr_multiplier == "auto" else float(t.head_lr_multiplier)
+        auto.auto_head_lr_multiplier(method.head_lr_multiplier, len(labels))
+        if t.head_lr_multiplier == "auto"
+        else float(t.head_lr_multiplier)
     )
     spe = steps_per_epoch(n_train, batch_size, t.gradient_accumulation)
     # A fractional epoch count (auto on large data, or --epochs 1.5) ends mid-epoch.
