@@ -365,7 +365,8 @@ def predict(
     ] = None,
 ) -> None:
     """Classify texts given as arguments or in a file."""
-    from tuneforge.inference.files import read_texts, write_predictions
+    from tuneforge.data.tables import read_texts
+    from tuneforge.inference.files import write_predictions
     from tuneforge.inference.predictor import Predictor
 
     if bool(texts) == bool(input_file):

@@ -1,4 +1,5 @@
-"""Texts in from files, predictions out to CSV/JSONL (safe to open in a spreadsheet)."""
+"""Predictions out to CSV/JSONL, safe to open in a spreadsheet (texts come in through
+``tuneforge.data.tables.read_texts``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tuneforge.bundle import atomic_write_text
-from tuneforge.data.tables import read_texts as read_table_texts
 from tuneforge.inference.predictor import Prediction
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -18,11 +18,6 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def neutralise_cell(value: str) -> str:
     """Prefix a cell that a spreadsheet would run as a formula with a quote."""
     return "'" + value if value.startswith(_FORMULA_START) else value
-
-
-def read_texts(path: str, text_column: str | None = None) -> list[str]:
-    """Texts from a .txt file (one per line) or a table file's text column."""
-    return read_table_texts(path, text_column=text_column)
 
 
 def write_predictions(path: Path, texts: Sequence[str], preds: Sequence[Prediction]) -> None:

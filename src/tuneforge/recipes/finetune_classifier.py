@@ -5,6 +5,7 @@ This is the one file to read top to bottom to see what ``tuneforge train`` does.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -101,11 +102,8 @@ def choose_max_length(lengths: np.ndarray, model_limit: int) -> int:
 
 def model_length_limit(tokenizer, base: BaseModel) -> int:
     """The longest input the model accepts (position embeddings, tokenizer limit)."""
-    import json
-
-    limit = 512
     config = json.loads((base.path / "config.json").read_text())
-    limit = int(config.get("max_position_embeddings", limit))
+    limit = int(config.get("max_position_embeddings", 512))
     tok_limit = getattr(tokenizer, "model_max_length", limit) or limit
     return int(min(limit, tok_limit if tok_limit < 100_000 else limit))
 
