@@ -13,6 +13,17 @@ class TinyClassifier(nn.Module):
         self.classifier = nn.Linear(4, 2)
 
 
+def _optimizer(model: nn.Module, head_lr: float, weight_decay: float) -> torch.optim.AdamW:
+    return build_optimizer(
+        model,
+        learning_rate=1e-4,
+        weight_decay=weight_decay,
+        device=torch.device("cpu"),
+        head_prefixes=("classifier",),
+        head_learning_rate=head_lr,
+    )
+
+
 def _lrs(opt: torch.optim.Optimizer) -> dict[int, tuple[float, float]]:
     return {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
 
