@@ -121,6 +121,8 @@ class TrainConfig:
             or ``auto`` (from the data size).
         batch_size: Examples per optimizer step (before accumulation), or ``auto``.
         learning_rate: Peak learning rate, or ``auto`` (from the method and batch size).
+        learning_rate_multiplier: Scales the learning rate (auto or given); the OpenAI
+            API's ``learning_rate_multiplier``.
         head_lr_multiplier: The new head's learning rate over ``learning_rate``, or
             ``auto`` (20 for ``full`` with 10 or more labels, else 1).
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm).
@@ -143,6 +145,7 @@ class TrainConfig:
     epochs: int | float | Auto = "auto"
     batch_size: int | Auto = "auto"
     learning_rate: float | Auto = "auto"
+    learning_rate_multiplier: float = 1.0
     head_lr_multiplier: float | Auto = "auto"
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
@@ -163,6 +166,7 @@ class TrainConfig:
         _auto_or(self.batch_size, int, "batch_size")
         _auto_or(self.learning_rate, float, "learning_rate")
         _auto_or(self.head_lr_multiplier, float, "head_lr_multiplier")
+        _check(self.learning_rate_multiplier > 0, "learning_rate_multiplier must be positive")
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)")
         _check(self.weight_decay >= 0, "weight_decay must be >= 0")
         _check(self.gradient_accumulation >= 1, "gradient_accumulation must be >= 1")

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from tuneforge.cli import server_commands
 from tuneforge.errors import InputError, TuneforgeError
 
 try:  # typer >= 0.22 raises the exceptions of its own vendored copy of click
@@ -388,6 +389,12 @@ def predict(
             row.pop("top_k")
         row.pop("probabilities")
         sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+# Server commands (tuneforge serve / worker / keys) live in their own module.
+app.command()(server_commands.serve)
+app.command()(server_commands.worker)
+app.add_typer(server_commands.keys_app, name="keys")
 
 
 def _quiet_libraries() -> None:

@@ -191,7 +191,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     n_train = len(splits.train)
     batch_size = auto.auto_batch_size(n_train) if t.batch_size == "auto" else int(t.batch_size)
     epochs = auto.auto_epochs(n_train) if t.epochs == "auto" else float(t.epochs)
-    lr = (
+    lr = t.learning_rate_multiplier * (
         auto.auto_learning_rate(method.learning_rate, batch_size)
         if t.learning_rate == "auto"
         else float(t.learning_rate)
@@ -230,6 +230,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             epochs=int(epochs) if epochs.is_integer() else epochs,
             batch_size=batch_size,
             learning_rate=lr,
+            learning_rate_multiplier=1.0,  # already applied to learning_rate
             head_lr_multiplier=head_mult,
             num_threads=threads,
         ),
@@ -311,6 +312,10 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             stopped_early=result.stopped_early,
             train_seconds=round(result.train_seconds, 3),
             train_examples_per_s=round(result.examples_per_s, 2),
+            trained_tokens=_trained_tokens(
+                encoded["train"],
+                result.steps * settings.batch_size * settings.gradient_accumulation,
+            ),
             validation=_headline(metrics["validation"]),
             test=_headline(metrics["test"]),
         )
@@ -383,6 +388,13 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         train_seconds=result.train_seconds,
         examples_per_s=result.examples_per_s,
     )
+
+
+def _trained_tokens(train: EncodedTexts, examples_seen: int) -> int:
+    """Tokens the optimizer saw: the mean training length times the examples processed."""
+    if not len(train.lengths):
+        return 0
+    return round(float(np.mean(train.lengths)) * examples_seen)
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:

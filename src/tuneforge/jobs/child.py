@@ -1,0 +1,219 @@
+"""The training child: runs one attempt of one job through the same recipe as the CLI.
+
+    python -m tuneforge.jobs.child --database-url URL --data-dir DIR --job-id ID
+
+It reads the job's run config, resumes from the last complete checkpoint when one exists,
+streams training events into the job's event log, and leaves ``result.json`` (success) or
+``error.json`` (bad input, exit code 2) in the job's directory for its worker. It exits
+by itself when its worker dies, so an orphan never trains beside the job's next owner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ORPHANED = 0, 1, 2, 70
+
+
+class EventForwarder:
+    """Training events -> OpenAI-style job events (step metrics batched, at most 1 write/s)."""
+
+    def __init__(self, store, job_id: str, flush_seconds: float = 1.0) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.flush_seconds = flush_seconds
+        self.pending: list[dict[str, Any]] = []
+        self.last_flush = 0.0
+        self.total_steps: int | None = None
+        self.last_step: dict[str, Any] = {}
+        self.last_eval: dict[str, Any] = {}
+        self.started = time.time()
+        self.first_step: tuple[float, int] | None = None
+        self.summary: dict[str, Any] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is not None:
+            handler(event)
+        if kind != "step" or time.time() - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def _add(self, message: str, **fields: Any) -> None:
+        self.pending.append({"message": message, "time": time.time(), **fields})
+
+    def _on_start(self, e: dict[str, Any]) -> None:
+        self.total_steps = e.get("total_steps")
+        self._add(
+            f"Training started: {e.get('train_examples')} examples, {e.get('total_steps')} "
+            f"steps, batch size {e.get('batch_size')}, learning rate {e.get('learning_rate'):.3g}",
+            data={k: v for k, v in e.items() if k not in ("type", "time")},
+        )
+
+    def _on_resume(self, e: dict[str, Any]) -> None:
+        self._add(
+            f"Resumed from checkpoint at step {e['step']} ({e.get('checkpoint')})",
+            data={"step": e["step"], "checkpoint": e.get("checkpoint")},
+        )
+
+    def _on_step(self, e: dict[str, Any]) -> None:
+        step = int(e["step"])
+        now = time.time()
+        if self.first_step is None:
+            self.first_step = (now, step)
+        self.last_step = {"step": step, "train_loss": e.get("loss")}
+        data = {
+            "step": step,
+            "total_steps": self.total_steps,
+            "train_loss": e.get("loss"),
+            "learning_rate": e.get("lr"),
+            "epoch": e.get("epoch"),
+        }
+        self._add(
+            f"Step {step}/{self.total_steps}: training loss={e.get('loss', float('nan')):.4f}",
+            type="metrics",
+            data=data,
+        )
+
+    def _on_eval(self, e: dict[str, Any]) -> None:
+        m = e.get("metrics") or {}
+        self.last_eval = {
+            "valid_loss": m.get("log_loss"),
+            "valid_accuracy": m.get("accuracy", m.get("subset_accuracy")),
+            "valid_macro_f1": m.get("macro_f1"),
+        }
+        self._add(
+            f"Step {e['step']}: validation accuracy={self.last_eval['valid_accuracy']}, "
+            f"macro-F1={self.last_eval['valid_macro_f1']}",
+            type="metrics",
+            data={"step": e["step"], "epoch": e.get("epoch"), **self.last_eval},
+        )
+
+    def _on_checkpoint(self, e: dict[str, Any]) -> None:
+        self.flush()
+        metrics = {"step": e["step"], **self.last_step, **self.last_eval}
+        metrics["step"] = e["step"]
+        self.store.add_checkpoint(self.job_id, int(e["step"]), metrics)
+        self._add(f"Checkpoint saved at step {e['step']}", data={"step": e["step"]})
+
+    def _on_early_stop(self, e: dict[str, Any]) -> None:
+        self._add(
+            f"Stopped early at step {e['step']}: no improvement since step {e['best_step']}",
+            data={"step": e["step"], "best_step": e["best_step"]},
+        )
+
+    def _on_summary(self, e: dict[str, Any]) -> None:
+        self.summary = e
+        self._add(
+            f"Training finished: best checkpoint at step {e.get('best_step')}; "
+            f"validation {e.get('validation')}; test {e.get('test')}",
+            data={k: v for k, v in e.items() if k not in ("type", "time")},
+        )
+
+    def estimated_finish(self) -> int | None:
+        """Unix time the training should end at the rate seen so far."""
+        if self.first_step is None or not self.total_steps or not self.last_step:
+            return None
+        t0, s0 = self.first_step
+        done = self.last_step["step"] - s0
+        if done <= 0:
+            return None
+        rate = done / max(time.time() - t0, 1e-6)
+        return int(time.time() + (self.total_steps - self.last_step["step"]) / rate)
+
+    def flush(self) -> None:
+        """Write the pending events (one commit)."""
+        if self.pending:
+            self.store.add_events(self.job_id, self.pending)
+            self.pending = []
+            eta = self.estimated_finish()
+            if eta is not None:
+                self.store.set_fields(self.job_id, estimated_finish=eta)
+        self.last_flush = time.time()
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit at once when the worker that started us is gone (its pid is no longer our parent)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(EXIT_ORPHANED)
+        time.sleep(0.5)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run(database_url: str, data_dir: str, job_id: str) -> int:
+    """One attempt of one job; returns the exit code."""
+    from tuneforge.bundle import staging_dir
+    from tuneforge.config import RunConfig
+    from tuneforge.errors import InputError
+    from tuneforge.jobs.db import make_engine
+    from tuneforge.jobs.layout import DataDir
+    from tuneforge.jobs.spec import resolve_paths
+    from tuneforge.jobs.store import JobStore
+    from tuneforge.recipes.finetune_classifier import finetune_classifier
+
+    store = JobStore(make_engine(database_url))
+    layout = DataDir(Path(data_dir))
+    work = layout.job_dir(job_id)
+    work.mkdir(parents=True, exist_ok=True)
+    raw = store.run_config(job_id)
+    if raw is None:
+        print(f"job {job_id} not found", file=sys.stderr)
+        return EXIT_FAILED
+    config = RunConfig.from_dict(resolve_paths(raw, data_dir))
+    output = Path(config.output)
+    if (output / "tuneforge.json").is_file():  # a previous attempt published, then died
+        _write_json(work / "result.json", {"bundle": str(output), "reused": True})
+        return EXIT_OK
+    stage = staging_dir(output)
+    resume = (stage / "checkpoints" / "latest.json").is_file()
+    config = RunConfig.from_dict({**config.to_dict(), "resume": resume})
+    forwarder = EventForwarder(store, job_id)
+    try:
+        result = finetune_classifier(config, listeners=[forwarder])
+    except InputError as exc:
+        forwarder.flush()
+        problems = [str(p) for p in exc.problems]
+        _write_json(work / "error.json", {"message": str(exc), "problems": problems})
+        return EXIT_BAD_INPUT
+    forwarder.flush()
+    _write_json(
+        work / "result.json",
+        {
+            "bundle": str(result.bundle),
+            "metrics": result.metrics,
+            "train_seconds": result.train_seconds,
+            "trained_tokens": forwarder.summary.get("trained_tokens"),
+        },
+    )
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m tuneforge.jobs.child``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--job-id", required=True)
+    args = parser.parse_args(argv)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    from tuneforge.cli.main import _quiet_libraries
+
+    _quiet_libraries()
+    return run(args.database_url, args.data_dir, args.job_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""A job worker: claims jobs, runs each attempt in a child process, keeps the lease.
+
+The worker never trains in its own process: a child (``tuneforge.jobs.child``) does, so a
+cancel or pause kills the child within a second or two and a crash of the training code
+never takes the worker down. While the child runs, the worker renews the job's lease; a
+renewal that fails (cancelled, paused, or the lease was taken by another worker) stops the
+child at once. A child that dies is retried from its last complete checkpoint until the
+job's attempt limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from tuneforge.jobs.ids import new_id
+from tuneforge.jobs.layout import DataDir
+from tuneforge.jobs.results import record_success
+from tuneforge.jobs.store import Claim, JobStore
+from tuneforge.jobs.tables import Job
+
+log = logging.getLogger("tuneforge.worker")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How a worker runs.
+
+    Attributes:
+        lease_seconds: A claim lasts this long without renewal; another worker may take the
+            job after it expires (the worker renews every third of it).
+        poll_seconds: Idle wait between claim attempts.
+        stop_grace_seconds: After SIGTERM, how long the child has before SIGKILL.
+    """
+
+    lease_seconds: float = 30.0
+    poll_seconds: float = 1.0
+    stop_grace_seconds: float = 5.0
+
+
+class Worker:
+    """Runs jobs from the store until ``stop()``.
+
+    Args:
+        engine: Database engine (schema migrated).
+        database_url: The same database, for the child process.
+        data_dir: The data directory shared with the API.
+        settings: Lease and polling intervals.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        database_url: str,
+        data_dir: Path,
+        settings: WorkerSettings | None = None,
+    ) -> None:
+        self.store = JobStore(engine)
+        self.database_url = database_url
+        self.layout = DataDir(Path(data_dir))
+        self.settings = settings or WorkerSettings()
+        self.id = new_id("worker-", 12)
+        self.hostname = socket.gethostname()
+        self._stop = threading.Event()
+        self._child: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish: the running job is handed back to the queue."""
+        self._stop.set()
+
+    def run(self, max_jobs: int | None = None) -> int:
+        """Claim and run jobs until stopped (or ``max_jobs`` done); returns jobs run."""
+        self.layout.create()
+        done = 0
+        try:
+            while not self._stop.is_set() and (max_jobs is None or done < max_jobs):
+                self.store.heartbeat(self.id, self.hostname, os.getpid(), None)
+                claim = self.store.claim(self.id, self.settings.lease_seconds)
+                if claim is None:
+                    self._stop.wait(self.settings.poll_seconds)
+                    continue
+                self.run_claim(claim)
+                done += 1
+        finally:
+            self.store.remove_worker(self.id)
+        return done
+
+    # ------------------------------------------------------------ one attempt
+
+    def run_claim(self, claim: Claim) -> None:
+        """Run one attempt of a claimed job in a child and record how it ended."""
+        job_id = claim.job_id
+        work = self.layout.job_dir(job_id)
+        work.mkdir(parents=True, exist_ok=True)
+        for name in ("result.json", "error.json"):
+            (work / name).unlink(missing_ok=True)
+        self.store.heartbeat(self.id, self.hostname, os.getpid(), job_id)
+        self.store.add_event(
+            job_id,
+            f"Attempt {claim.attempt} of {claim.max_attempts} started on worker {self.id} "
+            f"({self.hostname})",
+            data={"attempt": claim.attempt, "worker": self.id},
+        )
+        log_path = work / f"attempt-{claim.attempt}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "tuneforge.jobs.child",
+            "--database-url",
+            self.database_url,
+            "--data-dir",
+            str(self.layout.root),
+            "--job-id",
+            job_id,
+        ]
+        with log_path.open("ab") as log_fh:
+            self._child = subprocess.Popen(
+                cmd, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            code, stopped_by = self._supervise(job_id)
+        self._child = None
+        self.store.heartbeat(self.id, self.hostname, os.getpid(), None)
+        self._record_end(claim, code, stopped_by, log_path)
+
+    def _supervise(self, job_id: str) -> tuple[int, str | None]:
+        """Wait for the child, renewing the lease; stop it when the job is no longer ours."""
+        assert self._child is not None
+        interval = max(0.2, min(1.0, self.settings.lease_seconds / 3))
+        while True:
+            try:
+                return self._child.wait(timeout=interval), None
+            except subprocess.TimeoutExpired:
+                pass
+            if self._stop.is_set():
+                self._kill_child()
+                return self._child.wait(), "shutdown"
+            if not self.store.renew(job_id, self.id, self.settings.lease_seconds):
+                self._kill_child()
+                return self._child.wait(), "lost"
+            self.store.heartbeat(self.id, self.hostname, os.getpid(), job_id)
+
+    def _kill_child(self) -> None:
+        child = self._child
+        if child is None or child.poll() is not None:
+            return
+        try:
+            os.killpg(child.pid, signal.SIGTERM)
+            child.wait(timeout=self.settings.stop_grace_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _record_end(self, claim: Claim, code: int, stopped_by: str | None, log_path: Path) -> None:
+        job_id = claim.job_id
+        work = self.layout.job_dir(job_id)
+        if stopped_by == "lost":
+            status = self.store.status(job_id)
+            self.store.release(job_id, self.id)
+            self.store.add_event(
+                job_id,
+                f"Training process stopped: the job is {status}",
+                data={"status": status},
+            )
+            return
+        if stopped_by == "shutdown":
+            self.store.finish(job_id, self.id, "queued", attempts=claim.attempt - 1)
+            self.store.add_event(
+                job_id, f"Worker {self.id} shut down; the job is queued again", level="warn"
+            )
+            return
+        if code == 0:
+            result = json.loads((work / "result.json").read_text(encoding="utf-8"))
+            self._succeed(job_id, result.get("trained_tokens"))
+            return
+        if code == 2 and (work / "error.json").is_file():
+            error = json.loads((work / "error.json").read_text(encoding="utf-8"))
+            message = "; ".join(error.get("problems") or []) or error["message"]
+            self._fail(job_id, "invalid_job", message)
+            return
+        reason = f"the training process exited with code {code}" + _log_tail(log_path)
+        if claim.attempt < claim.max_attempts:
+            if self.store.finish(job_id, self.id, "queued"):
+                self.store.add_event(
+                    job_id,
+                    f"Attempt {claim.attempt} failed ({reason}); the job is queued again "
+                    "and will resume from its last complete checkpoint",
+                    level="warn",
+                )
+        else:
+            self._fail(
+                job_id,
+                "training_failed",
+                f"Attempt {claim.attempt} of {claim.max_attempts} failed: {reason}",
+            )
+
+    def _succeed(self, job_id: str, trained_tokens: int | None) -> None:
+        with self.store.sessions.begin() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != "running" or job.lease_owner != self.id:
+                return  # cancelled at the last moment: keep the cancellation
+            record_success(s, job, self.layout, trained_tokens)
+            job.status, job.finished_at = "succeeded", int(time.time())
+            job.lease_owner, job.lease_expires_at, job.estimated_finish = None, None, None
+            self.store.add_event(
+                job_id,
+                f"The job has successfully completed; new model: {job.fine_tuned_model}",
+                data={"fine_tuned_model": job.fine_tuned_model},
+                session=s,
+            )
+
+    def _fail(self, job_id: str, code: str, message: str) -> None:
+        error = {"code": code, "message": message, "param": None}
+        if self.store.finish(job_id, self.id, "failed", error=error, estimated_finish=None):
+            self.store.add_event(job_id, f"The job failed: {message}", level="error")
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        tail = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return (": " + " | ".join(tail))[:600] if tail else ""

@@ -1,0 +1,137 @@
+"""The FastAPI app factory: ``create_app(settings)``; heavy objects are built in lifespan."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tuneforge.jobs.db import make_engine, migrate
+from tuneforge.jobs.layout import DataDir
+from tuneforge.jobs.store import JobStore
+from tuneforge.jobs.worker import Worker, WorkerSettings
+from tuneforge.server.errors import install_error_handlers
+from tuneforge.server.limits import BodySizeLimit
+from tuneforge.server.metrics import Metrics, MetricsMiddleware
+from tuneforge.server.model_cache import ModelCache
+from tuneforge.server.ratelimit import RateLimiter
+from tuneforge.server.routers import files, fine_tuning, health, inference, models
+from tuneforge.server.settings import Settings
+from tuneforge.server.state import AppState, base_model_table
+
+DESCRIPTION = """Fine-tune text classifiers and serve them. The `/v1/files`,
+`/v1/fine_tuning/jobs`, `/v1/models` and `/v1/chat/completions` endpoints follow the OpenAI API
+(point the `openai` client's `base_url` here); `/v1/classify` and `/v1/aliases` are tuneforge's
+own. Authenticate with `Authorization: Bearer <key>` (keys from `tuneforge keys create`)."""
+
+
+def build_state(settings: Settings) -> AppState:
+    """Open (and migrate) the database, the data directory and the caches."""
+    url = settings.resolved_database_url()
+    engine = make_engine(url)
+    migrate(engine)
+    layout = DataDir(settings.data_dir.resolve())
+    layout.create()
+    store = JobStore(engine)
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        store=store,
+        layout=layout,
+        base_models=base_model_table(settings),
+        models=ModelCache(settings.model_cache_size),
+        limiter=RateLimiter(settings.rate_limit_per_minute),
+        metrics=None,  # type: ignore[arg-type] - set below (it reads the state)
+    )
+    state.metrics = Metrics(
+        state.job_counts, lambda: store.live_workers(settings.worker_timeout_seconds)
+    )
+    return state
+
+
+def start_workers(state: AppState) -> None:
+    """Start ``settings.workers`` local workers, each in a thread (training runs in children)."""
+    url = state.settings.resolved_database_url()
+    for _ in range(state.settings.workers):
+        worker = Worker(
+            state.engine,
+            url,
+            state.layout.root,
+            WorkerSettings(lease_seconds=state.settings.lease_seconds),
+        )
+        thread = threading.Thread(target=worker.run, name=f"tuneforge-{worker.id}", daemon=True)
+        thread.start()
+        state.workers.append(worker)
+        state.threads.append(thread)
+
+
+def stop_workers(state: AppState) -> None:
+    """Stop local workers; a running job goes back to the queue."""
+    for worker in state.workers:
+        worker.stop()
+    for thread in state.threads:
+        thread.join(timeout=30)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The tuneforge API app.
+
+    Args:
+        settings: Server settings (default: from ``TUNEFORGE_*`` environment variables).
+    """
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = app.state.tf if getattr(app.state, "tf", None) else build_state(settings)
+        app.state.tf = state
+        start_workers(state)
+        try:
+            yield
+        finally:
+            stop_workers(state)
+            state.engine.dispose()
+
+    app = FastAPI(
+        title="tuneforge",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (
+        files.router,
+        fine_tuning.router,
+        models.router,
+        inference.router,
+        health.router,
+    ):
+        app.include_router(router)
+    app.add_middleware(_LazyMetrics)
+    app.add_middleware(BodySizeLimit, upload_limit=settings.max_upload_bytes)
+    return app
+
+
+class _LazyMetrics:
+    """Metrics middleware that finds the registry in the app state once lifespan built it."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        state = getattr(scope.get("app").state, "tf", None) if scope.get("app") else None
+        if state is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await MetricsMiddleware(self.app, state.metrics)(scope, receive, send)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tuneforge")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"

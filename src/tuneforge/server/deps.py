@@ -1,0 +1,88 @@
+"""FastAPI dependencies declared once: state, auth with scopes, rate limiting."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from tuneforge.server.auth import Principal, authenticate
+from tuneforge.server.errors import APIError
+from tuneforge.server.ratelimit import RateLimiter
+from tuneforge.server.state import AppState
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `tuneforge keys create`.")
+
+
+def get_state(request: Request) -> AppState:
+    """The app's state (built in its lifespan)."""
+    return request.app.state.tf
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def get_principal(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller behind ``Authorization: Bearer <key>``; 401 without a valid key, 429 over
+    its rate limit."""
+    if credentials is None or not credentials.credentials:
+        raise APIError(
+            401,
+            "Missing API key: send the header 'Authorization: Bearer <key>' "
+            "(create one with `tuneforge keys create`).",
+            code="missing_api_key",
+        )
+    with state.sessions() as session:
+        principal = authenticate(session, credentials.credentials)
+    if principal is None:
+        raise APIError(401, "Invalid or revoked API key.", code="invalid_api_key")
+    wait = state.limiter.acquire(principal.key_id)
+    if wait > 0:
+        raise APIError(
+            429,
+            f"Rate limit of {state.settings.rate_limit_per_minute} requests per minute "
+            "exceeded for this key; retry later.",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": RateLimiter.retry_after(wait)},
+        )
+    return principal
+
+
+def require(scope: str):
+    """A dependency that admits keys holding ``scope`` (403 otherwise)."""
+
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if scope not in principal.scopes:
+            raise APIError(
+                403,
+                f"This API key lacks the '{scope}' scope; create a key with --scopes {scope}.",
+                code="insufficient_scope",
+            )
+        return principal
+
+    return check
+
+
+def require_any(*scopes: str):
+    """A dependency that admits keys holding any of ``scopes``."""
+
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.scopes & set(scopes):
+            raise APIError(
+                403,
+                f"This API key needs one of the scopes {', '.join(scopes)}.",
+                code="insufficient_scope",
+            )
+        return principal
+
+    return check
+
+
+Trainer = Annotated[Principal, Depends(require("train"))]
+Inferrer = Annotated[Principal, Depends(require("infer"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+Reader = Annotated[Principal, Depends(require_any("train", "infer"))]

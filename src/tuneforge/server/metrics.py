@@ -1,0 +1,83 @@
+"""Prometheus metrics: one registry per app (no global state), scraped at ``/metrics``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class Metrics:
+    """Request counters and latencies, plus job and worker gauges read at scrape time.
+
+    Args:
+        job_counts: Returns {status: number of jobs}.
+        live_workers: Returns the number of workers with a recent heartbeat.
+    """
+
+    def __init__(
+        self, job_counts: Callable[[], dict[str, int]], live_workers: Callable[[], int]
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tuneforge_http_requests_total",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tuneforge_http_request_seconds",
+            "HTTP request latency by route.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "tuneforge_predictions_total",
+            "Texts classified, by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self._job_counts = job_counts
+        self._live_workers = live_workers
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Gauges computed at scrape time (prometheus_client custom collector)."""
+        jobs = GaugeMetricFamily("tuneforge_jobs", "Fine-tuning jobs by status.", labels=["status"])
+        for status, n in sorted(self._job_counts().items()):
+            jobs.add_metric([status], n)
+        yield jobs
+        yield GaugeMetricFamily(
+            "tuneforge_live_workers", "Workers with a recent heartbeat.", value=self._live_workers()
+        )
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by its route template (not the raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)

@@ -1,0 +1,1 @@
+"""What the routers do, without HTTP: one module per resource."""

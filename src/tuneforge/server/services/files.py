@@ -1,0 +1,180 @@
+"""Uploaded files: store under an id (never the given name), validate, list, delete."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import unicodedata
+from collections import Counter
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tuneforge.data.tables import read_table
+from tuneforge.errors import InputError
+from tuneforge.jobs.ids import new_id
+from tuneforge.jobs.layout import DataDir
+from tuneforge.jobs.tables import File, Job
+from tuneforge.server.errors import APIError, not_found
+
+PURPOSES = ("fine-tune",)
+EXTENSIONS = (".jsonl", ".csv", ".tsv", ".parquet")
+UNFINISHED = ("validating_files", "queued", "running", "paused")
+_UNSAFE = re.compile(r"[^\w.\- ()+,=@]")
+
+
+def display_name(raw: str | None) -> str:
+    """A harmless display name: the last path component, no control or odd characters.
+
+    ``../../etc/passwd`` becomes ``passwd``; the name is only ever shown, never used as a path.
+    """
+    name = unicodedata.normalize("NFKC", raw or "")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = _UNSAFE.sub("_", name).strip(" .")
+    return name[:255] or "upload"
+
+
+def file_object(row: File) -> dict[str, Any]:
+    """The OpenAI ``File`` shape of a row."""
+    return {
+        "id": row.id,
+        "object": "file",
+        "bytes": row.bytes,
+        "created_at": row.created_at,
+        "filename": row.filename,
+        "purpose": row.purpose,
+        "status": row.status,
+        "status_details": row.status_details,
+        "expires_at": None,
+        "tuneforge": row.info,
+    }
+
+
+def create_file(
+    session: Session,
+    layout: DataDir,
+    project: str,
+    upload: BinaryIO,
+    filename: str | None,
+    purpose: str,
+) -> File:
+    """Store an upload atomically and record what reading it as training data found."""
+    if purpose not in PURPOSES:
+        raise APIError(
+            400,
+            f"Unsupported purpose {purpose!r}; use one of: {', '.join(PURPOSES)}.",
+            code="invalid_purpose",
+            param="purpose",
+        )
+    name = display_name(filename)
+    ext = Path(name).suffix.lower()
+    if ext not in EXTENSIONS:
+        raise APIError(
+            400,
+            f"Unsupported file type {ext or '(no extension)'!r} for {name!r}; upload "
+            f"{', '.join(EXTENSIONS)} (OpenAI chat JSONL or tuneforge text/label tables).",
+            code="unsupported_file",
+            param="file",
+        )
+    file_id = new_id("file-")
+    storage = f"{file_id}{ext}"
+    layout.files.mkdir(parents=True, exist_ok=True)
+    tmp = layout.files / f".{storage}.partial"
+    size = 0
+    try:
+        with tmp.open("wb") as out:
+            while chunk := upload.read(1 << 20):
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if size == 0:
+            raise APIError(400, f"{name!r} is empty.", code="empty_file", param="file")
+        final = layout.file_path(storage)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    status_details, info = _inspect(final, name)
+    row = File(
+        id=file_id,
+        project=project,
+        filename=name,
+        purpose=purpose,
+        bytes=size,
+        created_at=int(time.time()),
+        status="processed",
+        status_details=status_details,
+        storage_name=storage,
+        info=info,
+    )
+    session.add(row)
+    return row
+
+
+def _inspect(path: Path, name: str) -> tuple[str | None, dict[str, Any]]:
+    """(problems or None, summary) of reading the file as labelled training data."""
+    try:
+        table = read_table(path)
+    except InputError as exc:
+        problems = [str(p).replace(str(path), name) for p in exc.problems[:5]]
+        return ("; ".join(problems) or str(exc).replace(str(path), name)), {"valid": False}
+    counts = Counter(label for labels in table.labels for label in labels)
+    return None, {
+        "valid": True,
+        "format": table.format,
+        "rows": len(table),
+        "labels": dict(counts.most_common(100)),
+    }
+
+
+def get_file(session: Session, project: str, file_id: str, param: str | None = None) -> File:
+    """A project's file or 404."""
+    row = session.get(File, file_id)
+    if row is None or row.project != project or row.deleted:
+        raise not_found("file", file_id, param)
+    return row
+
+
+def list_files(
+    session: Session,
+    project: str,
+    purpose: str | None,
+    limit: int,
+    after: str | None,
+    order: str,
+) -> tuple[list[File], bool]:
+    """A page of a project's files (``after`` is an id cursor)."""
+    q = select(File).where(File.project == project, File.deleted.is_(False))
+    if purpose:
+        q = q.where(File.purpose == purpose)
+    desc = order == "desc"
+    q = q.order_by(File.created_at.desc() if desc else File.created_at, File.id)
+    rows = list(session.scalars(q))
+    if after:
+        ids = [r.id for r in rows]
+        rows = rows[ids.index(after) + 1 :] if after in ids else []
+    return rows[:limit], len(rows) > limit
+
+
+def delete_file(session: Session, layout: DataDir, project: str, file_id: str) -> None:
+    """Delete a file and its bytes; refused (409) while an unfinished job uses it."""
+    row = get_file(session, project, file_id)
+    busy = session.scalar(
+        select(Job.id).where(
+            Job.status.in_(UNFINISHED),
+            (Job.training_file == file_id) | (Job.validation_file == file_id),
+        )
+    )
+    if busy:
+        raise APIError(
+            409,
+            f"File {file_id} is used by unfinished job {busy}; cancel it first.",
+            code="file_in_use",
+            param="file_id",
+        )
+    row.deleted = True
+    layout.file_path(row.storage_name).unlink(missing_ok=True)

@@ -1,0 +1,143 @@
+"""Classification for ``/v1/classify`` and ``/v1/chat/completions``."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from tuneforge.inference.predictor import Predictor
+from tuneforge.jobs.ids import new_id
+from tuneforge.server.errors import APIError
+from tuneforge.server.schemas.inference import MAX_CHARS, MAX_INPUTS, ChatMessage, ChatRequest
+from tuneforge.server.services.models import bundle_for
+from tuneforge.server.state import AppState
+
+
+def load_predictor(state: AppState, project: str, model: str) -> tuple[str, Predictor]:
+    """(model id, predictor) of a project's fine-tuned model or alias."""
+    with state.sessions() as session:
+        model_id, bundle = bundle_for(state, session, project, model)
+    return model_id, state.models.get(model_id, bundle)
+
+
+def _check_texts(texts: list[str], param: str) -> None:
+    if not texts:
+        raise APIError(400, "No input to classify.", code="empty_input", param=param)
+    if len(texts) > MAX_INPUTS:
+        raise APIError(
+            400, f"At most {MAX_INPUTS} inputs per request.", code="too_many_inputs", param=param
+        )
+    for i, text in enumerate(texts):
+        if len(text) > MAX_CHARS:
+            raise APIError(
+                400,
+                f"Input {i} is longer than {MAX_CHARS} characters.",
+                code="input_too_long",
+                param=param,
+            )
+
+
+def _token_count(predictor: Predictor, texts: list[str]) -> int:
+    lengths = predictor.tokenizer(
+        texts, truncation=True, max_length=predictor.info.max_length, return_length=True
+    )["length"]
+    return int(sum(lengths))
+
+
+def classify(
+    state: AppState,
+    project: str,
+    model: str,
+    inputs: str | list[str],
+    top_k: int | None,
+    threshold: float | None,
+) -> dict[str, Any]:
+    """Labels and scores for every input."""
+    texts = [inputs] if isinstance(inputs, str) else list(inputs)
+    _check_texts(texts, "input")
+    model_id, predictor = load_predictor(state, project, model)
+    predictions = predictor.predict(texts, top_k=top_k, threshold=threshold)
+    state.metrics.predictions.labels(model_id).inc(len(texts))
+    tokens = _token_count(predictor, texts)
+    return {
+        "object": "list",
+        "model": model_id,
+        "data": [
+            {
+                "index": i,
+                "label": p.label,
+                "score": p.score,
+                "labels": p.labels,
+                "top_k": [{"label": lab, "score": s} for lab, s in p.top_k] if top_k else None,
+            }
+            for i, p in enumerate(predictions)
+        ],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _text_of(message: ChatMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    return "".join(part.text or "" for part in message.content or [] if part.type == "text")
+
+
+def chat_completion(state: AppState, project: str, body: ChatRequest) -> dict[str, Any]:
+    """Classify the last user message; the assistant's content is the label."""
+    if body.stream:
+        raise APIError(
+            400,
+            "Streaming is not supported for classifier models; omit 'stream'.",
+            code="unsupported",
+            param="stream",
+        )
+    users = [m for m in body.messages if m.role == "user"]
+    if not users:
+        raise APIError(
+            400,
+            "The request has no user message to classify.",
+            code="no_user_message",
+            param="messages",
+        )
+    text = _text_of(users[-1])
+    _check_texts([text], "messages")
+    model_id, predictor = load_predictor(state, project, body.model)
+    top = body.top_logprobs or 0
+    prediction = predictor.predict(text, top_k=max(top, 1))
+    state.metrics.predictions.labels(model_id).inc()
+    label = prediction.label if prediction.label is not None else ""
+    logprobs = None
+    if body.logprobs:
+
+        def entry(token: str, p: float) -> dict[str, Any]:
+            return {
+                "token": token,
+                "logprob": math.log(max(p, 1e-45)),
+                "bytes": list(token.encode("utf-8")),
+            }
+
+        chosen = entry(label, prediction.score)
+        chosen["top_logprobs"] = [entry(lab, p) for lab, p in prediction.top_k[:top]]
+        logprobs = {"content": [chosen], "refusal": None}
+    prompt_tokens = _token_count(predictor, [text])
+    return {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model_id,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": label, "refusal": None},
+                "logprobs": logprobs,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": 1,
+            "total_tokens": prompt_tokens + 1,
+        },
+        "system_fingerprint": None,
+    }

@@ -1,0 +1,331 @@
+"""Fine-tuning jobs: create (validate the files first), list, state changes, events."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tuneforge.config import RunConfig
+from tuneforge.errors import InputError, Problem
+from tuneforge.jobs.ids import new_id
+from tuneforge.jobs.results import fine_tuned_model_id
+from tuneforge.jobs.spec import build_run_config, resolve_paths
+from tuneforge.jobs.store import JobStore
+from tuneforge.jobs.tables import Checkpoint, Job, JobEvent
+from tuneforge.server.errors import APIError, not_found
+from tuneforge.server.schemas.jobs import Hyperparameters, JobCreate
+from tuneforge.server.services.files import get_file
+from tuneforge.server.state import AppState
+
+OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+# status -> statuses a request may move it to
+TRANSITIONS = {
+    "cancel": ({"validating_files", "queued", "running", "paused"}, "cancelled"),
+    "pause": ({"queued", "running"}, "paused"),
+    "resume": ({"paused"}, "queued"),
+}
+
+
+def job_object(job: Job) -> dict[str, Any]:
+    """The OpenAI ``FineTuningJob`` shape of a row."""
+    hp = {k: job.hyperparameters.get(k, "auto") for k in OPENAI_HYPERPARAMETERS}
+    extra = {k: v for k, v in job.hyperparameters.items() if k not in hp and v is not None}
+    method_type = job.method.get("type", "supervised")
+    params: dict[str, Any] = {"hyperparameters": {**hp, **extra}}
+    params.update(job.method.get("options") or {})
+    return {
+        "id": job.id,
+        "object": "fine_tuning.job",
+        "created_at": job.created_at,
+        "error": job.error,
+        "fine_tuned_model": job.fine_tuned_model,
+        "finished_at": job.finished_at,
+        "hyperparameters": hp,
+        "model": job.model,
+        "organization_id": job.project,
+        "result_files": list(job.result_files or []),
+        "seed": job.seed,
+        "status": job.status,
+        "trained_tokens": job.trained_tokens,
+        "training_file": job.training_file,
+        "validation_file": job.validation_file,
+        "estimated_finish": job.estimated_finish,
+        "integrations": [],
+        "metadata": job.metadata_,
+        "method": {"type": method_type, method_type: params},
+        "attempts": job.attempts,
+    }
+
+
+def _merged_hyperparameters(body: JobCreate) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(method type, hyperparameters, method options): ``method.<type>`` wins over the
+    deprecated top-level ``hyperparameters``."""
+    method = body.method
+    method_type = method.type if method else "supervised"
+    hp = body.hyperparameters.model_dump(exclude_unset=True) if body.hyperparameters else {}
+    options: dict[str, Any] = {}
+    params = getattr(method, method_type, None) if method else None
+    if params is not None:
+        if params.hyperparameters is not None:
+            hp.update(params.hyperparameters.model_dump(exclude_unset=True))
+        options = params.model_dump(exclude_none=True, exclude={"hyperparameters"})
+    Hyperparameters(**hp)  # validated again after merging
+    return method_type, hp, options
+
+
+def create_job(state: AppState, session: Session, project: str, body: JobCreate) -> Job:
+    """Create a job, validate its files (failing the job on bad data), queue it."""
+    base = state.resolve_base(body.model)
+    if base is None:
+        known = ", ".join(sorted(state.base_models)) + ", default"
+        raise APIError(
+            400,
+            f"Model {body.model!r} is not a base model available for fine-tuning here; "
+            f"choose one of: {known} (GET /v1/models).",
+            code="model_not_available",
+            param="model",
+        )
+    if body.integrations:
+        raise APIError(
+            400,
+            "Integrations (wandb) are not supported by tuneforge; omit 'integrations'.",
+            code="unsupported",
+            param="integrations",
+        )
+    train_file = get_file(session, project, body.training_file, "training_file")
+    valid_file = (
+        get_file(session, project, body.validation_file, "validation_file")
+        if body.validation_file
+        else None
+    )
+    for row, param in ((train_file, "training_file"), (valid_file, "validation_file")):
+        if row is not None and row.purpose != "fine-tune":
+            raise APIError(
+                400,
+                f"File {row.id} has purpose {row.purpose!r}, not 'fine-tune'.",
+                code="invalid_file_purpose",
+                param=param,
+            )
+    method_type, hp, options = _merged_hyperparameters(body)
+    base_id, base_spec = base
+    job_id = new_id("ftjob-")
+    seed = body.seed if body.seed is not None else int(time.time()) % (2**31 - 1)
+    layout = state.layout
+    try:
+        config = build_run_config(
+            training_file=str(Path("files") / train_file.storage_name),
+            validation_file=str(Path("files") / valid_file.storage_name) if valid_file else None,
+            base_model=base_spec,
+            output=str(layout.bundle(job_id).relative_to(layout.root)),
+            method_type=method_type,
+            method_options=options,
+            hyperparameters=hp,
+            seed=seed,
+        )
+    except (InputError, TypeError, ValueError) as exc:
+        raise APIError(
+            400,
+            f"Invalid hyperparameters: {exc}",
+            code="invalid_hyperparameters",
+            param="hyperparameters",
+        ) from None
+    now = int(time.time())
+    job = Job(
+        id=job_id,
+        project=project,
+        model=base_id,
+        training_file=train_file.id,
+        validation_file=valid_file.id if valid_file else None,
+        hyperparameters=hp,
+        method={"type": method_type, "options": options},
+        suffix=body.suffix or None,
+        seed=seed,
+        metadata_=body.metadata,
+        run_config=config.to_dict(),
+        status="validating_files",
+        result_files=[],
+        created_at=now,
+        attempts=0,
+        max_attempts=state.settings.max_attempts,
+        queued_at=0.0,
+    )
+    session.add(job)
+    store = state.store
+    store.add_event(job.id, f"Created fine-tuning job: {job.id}", session=session)
+    store.add_event(job.id, f"Validating training file: {train_file.id}", session=session)
+    session.commit()
+
+    error = _validate_files(
+        config,
+        state,
+        train_file.id,
+        valid_file.id if valid_file else None,
+        {
+            train_file.storage_name: train_file.filename,
+            **({valid_file.storage_name: valid_file.filename} if valid_file else {}),
+        },
+    )
+    if error is not None:
+        job.status, job.error, job.finished_at = "failed", error, int(time.time())
+        store.add_event(
+            job.id, f"Validation failed: {error['message']}", level="error", session=session
+        )
+    else:
+        job.status, job.queued_at = "queued", time.time()
+        store.add_event(job.id, "Files validated, moving job to queued state", session=session)
+    session.commit()
+    return job
+
+
+def _validate_files(
+    config: RunConfig,
+    state: AppState,
+    train_id: str,
+    valid_id: str | None,
+    names: dict[str, str],
+) -> dict[str, Any] | None:
+    """None, or the OpenAI error of the first problem (naming the file, line and param)."""
+    from tuneforge.recipes.finetune_classifier import load_splits
+
+    resolved = RunConfig.from_dict(resolve_paths(config.to_dict(), str(state.layout.root)))
+    try:
+        load_splits(resolved)
+    except InputError as exc:
+        problems = exc.problems or [Problem(file=resolved.data.train, message=str(exc))]
+        first = problems[0]
+        is_valid = resolved.data.validation and Path(first.file) == Path(resolved.data.validation)
+        file_id = valid_id if is_valid else train_id
+        shown = _readable(first, file_id, names)
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        return {
+            "code": "invalid_validation_file" if is_valid else "invalid_training_file",
+            "message": f"{shown}{more}",
+            "param": "validation_file" if is_valid else "training_file",
+        }
+    return None
+
+
+def _readable(problem: Problem, file_id: str, names: dict[str, str]) -> str:
+    """A problem with the stored path replaced by ``file-id (name)``."""
+    name = names.get(Path(problem.file).name, "") if problem.file else ""
+    label = f"{file_id} ({name})" if name else file_id
+    text = str(dataclasses.replace(problem, file=label))
+    return text
+
+
+def get_job(session: Session, project: str, job_id: str) -> Job:
+    """A project's job or 404."""
+    job = session.get(Job, job_id)
+    if job is None or job.project != project:
+        raise not_found("fine-tuning job", job_id, "fine_tuning_job_id")
+    return job
+
+
+def list_jobs(
+    session: Session, project: str, after: str | None, limit: int
+) -> tuple[list[Job], bool]:
+    """A page of jobs, newest first; ``after`` is the last id of the previous page."""
+    q = select(Job).where(Job.project == project).order_by(Job.created_at.desc(), Job.id.desc())
+    if after:
+        anchor = session.get(Job, after)
+        if anchor is None or anchor.project != project:
+            return [], False
+        q = q.where(
+            (Job.created_at < anchor.created_at)
+            | ((Job.created_at == anchor.created_at) & (Job.id < anchor.id))
+        )
+    rows = list(session.scalars(q.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def change_state(store: JobStore, session: Session, project: str, job_id: str, action: str) -> Job:
+    """Cancel, pause or resume; 409 when the job's status does not allow it.
+
+    A running job's worker notices within a second (its lease renewal stops matching) and
+    stops the training process.
+    """
+    allowed, target = TRANSITIONS[action]
+    job = get_job(session, project, job_id)
+    if job.status not in allowed:
+        raise APIError(
+            409,
+            f"Cannot {action} job {job_id}: it is {job.status} "
+            f"(allowed from: {', '.join(sorted(allowed))}).",
+            code="invalid_state",
+            param="fine_tuning_job_id",
+        )
+    previous = job.status
+    job.status = target
+    if target == "cancelled":
+        job.finished_at, job.estimated_finish = int(time.time()), None
+    if target == "queued":
+        job.queued_at = time.time()
+    messages = {
+        "cancel": "Fine-tuning job cancelled",
+        "pause": "Fine-tuning job paused; resume continues from the last checkpoint",
+        "resume": "Fine-tuning job resumed; queued",
+    }
+    store.add_event(job.id, f"{messages[action]} (was {previous})", session=session)
+    session.commit()
+    return job
+
+
+def event_object(row: JobEvent) -> dict[str, Any]:
+    """The OpenAI ``FineTuningJobEvent`` shape."""
+    return {
+        "id": row.id,
+        "object": "fine_tuning.job.event",
+        "created_at": row.created_at,
+        "level": row.level,
+        "message": row.message,
+        "data": row.data,
+        "type": row.type,
+    }
+
+
+def list_events(
+    session: Session, job_id: str, after: str | None, limit: int
+) -> tuple[list[JobEvent], bool]:
+    """A page of events, newest first; ``after`` is the last id of the previous page."""
+    q = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq.desc())
+    if after:
+        anchor = session.scalar(
+            select(JobEvent.seq).where(JobEvent.id == after, JobEvent.job_id == job_id)
+        )
+        if anchor is None:
+            return [], False
+        q = q.where(JobEvent.seq < anchor)
+    rows = list(session.scalars(q.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def checkpoint_object(row: Checkpoint, job: Job) -> dict[str, Any]:
+    """The OpenAI ``FineTuningJobCheckpoint`` shape."""
+    return {
+        "id": row.id,
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": row.created_at,
+        "fine_tuned_model_checkpoint": f"{fine_tuned_model_id(job)}:ckpt-step-{row.step_number}",
+        "fine_tuning_job_id": job.id,
+        "metrics": row.metrics,
+        "step_number": row.step_number,
+    }
+
+
+def list_checkpoints(
+    session: Session, job_id: str, after: str | None, limit: int
+) -> tuple[list[Checkpoint], bool]:
+    """A page of checkpoints, newest first."""
+    q = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.seq.desc())
+    if after:
+        anchor = session.scalar(select(Checkpoint.seq).where(Checkpoint.id == after))
+        if anchor is None:
+            return [], False
+        q = q.where(Checkpoint.seq < anchor)
+    rows = list(session.scalars(q.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit

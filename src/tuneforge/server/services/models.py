@@ -1,0 +1,219 @@
+"""Models (base and fine-tuned), aliases with promote/rollback, and resolving a model name
+for inference."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tuneforge.jobs.tables import Alias, FineTunedModel
+from tuneforge.server.errors import APIError
+from tuneforge.server.state import AppState
+
+_STARTED = int(time.time())
+
+
+def base_model_objects(state: AppState) -> list[dict[str, Any]]:
+    """The base models jobs may fine-tune."""
+    return [
+        {"id": name, "object": "model", "created": _STARTED, "owned_by": "tuneforge"}
+        for name in sorted(state.base_models)
+    ]
+
+
+def model_object(row: FineTunedModel) -> dict[str, Any]:
+    """A fine-tuned model's public shape."""
+    return {
+        "id": row.id,
+        "object": "model",
+        "created": row.created_at,
+        "owned_by": row.project,
+        "base_model": row.base_model,
+        "job_id": row.job_id,
+    }
+
+
+def list_models(state: AppState, session: Session, project: str) -> list[dict[str, Any]]:
+    """Base models, then the project's fine-tuned models (newest first)."""
+    rows = session.scalars(
+        select(FineTunedModel)
+        .where(FineTunedModel.project == project, FineTunedModel.deleted.is_(False))
+        .order_by(FineTunedModel.created_at.desc())
+    )
+    return base_model_objects(state) + [model_object(r) for r in rows]
+
+
+def get_fine_tuned(session: Session, project: str, model_id: str) -> FineTunedModel | None:
+    """A project's fine-tuned model by id or alias, or None."""
+    row = session.get(FineTunedModel, model_id)
+    if row is None:
+        alias = _active_alias(session, project, model_id)
+        row = session.get(FineTunedModel, alias.model_id) if alias else None
+    if row is None or row.project != project or row.deleted:
+        return None
+    return row
+
+
+def model_not_found(model_id: str) -> APIError:
+    """404 for a model the project cannot see."""
+    return APIError(
+        404,
+        f"The model '{model_id}' does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
+
+
+def retrieve_model(
+    state: AppState, session: Session, project: str, model_id: str
+) -> dict[str, Any]:
+    """A base or fine-tuned model, or 404."""
+    base = state.resolve_base(model_id)
+    if base is not None:
+        return {"id": base[0], "object": "model", "created": _STARTED, "owned_by": "tuneforge"}
+    row = get_fine_tuned(session, project, model_id)
+    if row is None:
+        raise model_not_found(model_id)
+    return model_object(row)
+
+
+def delete_model(state: AppState, session: Session, project: str, model_id: str) -> None:
+    """Delete a fine-tuned model and its bundle; base models and aliased models refuse."""
+    if state.resolve_base(model_id) is not None:
+        raise APIError(
+            403,
+            f"{model_id} is a base model; only fine-tuned models can be deleted.",
+            code="base_model",
+            param="model",
+        )
+    row = session.get(FineTunedModel, model_id)
+    if row is None or row.project != project or row.deleted:
+        raise model_not_found(model_id)
+    aliased = session.scalars(
+        select(Alias.name).where(
+            Alias.project == project, Alias.model_id == model_id, Alias.active.is_(True)
+        )
+    ).all()
+    if aliased:
+        raise APIError(
+            409,
+            f"{model_id} is the model of alias(es) {', '.join(aliased)}; point them at "
+            "another model first.",
+            code="model_in_use",
+            param="model",
+        )
+    row.deleted = True
+    session.commit()
+    state.models.evict(model_id)
+    shutil.rmtree(state.layout.root / row.bundle, ignore_errors=True)
+
+
+def bundle_for(state: AppState, session: Session, project: str, model: str) -> tuple[str, Path]:
+    """(model id, bundle path) of a fine-tuned model or alias for inference; 404 otherwise."""
+    row = get_fine_tuned(session, project, model)
+    if row is None:
+        if state.resolve_base(model) is not None:
+            raise APIError(
+                400,
+                f"{model} is a base model without a classification head; fine-tune it "
+                "first and use the fine-tuned model id (or an alias).",
+                code="not_a_classifier",
+                param="model",
+            )
+        raise model_not_found(model)
+    return row.id, state.layout.root / row.bundle
+
+
+# ------------------------------------------------------------------ aliases
+
+
+def _active_alias(session: Session, project: str, name: str) -> Alias | None:
+    return session.scalar(
+        select(Alias).where(Alias.project == project, Alias.name == name, Alias.active.is_(True))
+    )
+
+
+def alias_object(session: Session, project: str, name: str) -> dict[str, Any]:
+    """An alias with its history (newest first)."""
+    rows = session.scalars(
+        select(Alias).where(Alias.project == project, Alias.name == name).order_by(Alias.seq.desc())
+    ).all()
+    active = next((r for r in rows if r.active), None)
+    if active is None:
+        raise APIError(404, f"No such alias: {name}", code="not_found", param="name")
+    return {
+        "name": name,
+        "object": "alias",
+        "model": active.model_id,
+        "updated_at": active.created_at,
+        "history": [r.model_id for r in rows if r.seq < active.seq],
+    }
+
+
+def list_aliases(session: Session, project: str) -> list[dict[str, Any]]:
+    """Every active alias of a project."""
+    names = session.scalars(
+        select(Alias.name).where(Alias.project == project, Alias.active.is_(True)).distinct()
+    ).all()
+    return [alias_object(session, project, n) for n in sorted(names)]
+
+
+def promote(session: Session, project: str, name: str, model_id: str) -> dict[str, Any]:
+    """Point ``name`` at a fine-tuned model (the previous target stays in the history)."""
+    row = session.get(FineTunedModel, model_id)
+    if row is None or row.project != project or row.deleted:
+        raise model_not_found(model_id)
+    current = _active_alias(session, project, name)
+    if current is not None:
+        if current.model_id == model_id:
+            return alias_object(session, project, name)
+        current.active = False
+    session.add(
+        Alias(
+            project=project, name=name, model_id=model_id, created_at=int(time.time()), active=True
+        )
+    )
+    session.commit()
+    return alias_object(session, project, name)
+
+
+def rollback(session: Session, project: str, name: str) -> dict[str, Any]:
+    """Point ``name`` back at the model it named before; 409 without history."""
+    rows = session.scalars(
+        select(Alias).where(Alias.project == project, Alias.name == name).order_by(Alias.seq.desc())
+    ).all()
+    active = next((r for r in rows if r.active), None)
+    if active is None:
+        raise APIError(404, f"No such alias: {name}", code="not_found", param="name")
+    previous = next(
+        (
+            r
+            for r in rows
+            if r.seq < active.seq
+            and r.model_id != active.model_id
+            and not _deleted(session, r.model_id)
+        ),
+        None,
+    )
+    if previous is None:
+        raise APIError(
+            409,
+            f"Alias {name} has no earlier model to roll back to.",
+            code="no_history",
+            param="name",
+        )
+    active.active = False
+    session.delete(active)  # a rolled-back promotion leaves the history
+    previous.active = True
+    session.commit()
+    return alias_object(session, project, name)
+
+
+def _deleted(session: Session, model_id: str) -> bool:
+    row = session.get(FineTunedModel, model_id)
+    return row is None or row.deleted

@@ -1,0 +1,62 @@
+"""The objects one app instance owns, built in its lifespan (never at import)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tuneforge.jobs.layout import DataDir
+from tuneforge.jobs.store import JobStore
+from tuneforge.jobs.tables import Job
+from tuneforge.jobs.worker import Worker
+from tuneforge.server.metrics import Metrics
+from tuneforge.server.model_cache import ModelCache
+from tuneforge.server.ratelimit import RateLimiter
+from tuneforge.server.settings import Settings
+
+DEFAULT_BASE_ID = "all-MiniLM-L6-v2"
+
+
+@dataclass
+class AppState:
+    """Settings, database, storage, loaded models, limiter, metrics and local workers."""
+
+    settings: Settings
+    engine: Engine
+    store: JobStore
+    layout: DataDir
+    base_models: dict[str, str]
+    models: ModelCache
+    limiter: RateLimiter
+    metrics: Metrics
+    workers: list[Worker] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self.store.sessions
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs by status (for /metrics)."""
+        with self.sessions() as s:
+            rows = s.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        return {status: int(n) for status, n in rows}
+
+    def resolve_base(self, model: str) -> tuple[str, str] | None:
+        """(id, model spec) of a base model id, ``default`` naming the default one."""
+        if model == "default":
+            model = DEFAULT_BASE_ID
+        spec = self.base_models.get(model)
+        return (model, spec) if spec is not None else None
+
+
+def base_model_table(settings: Settings) -> dict[str, str]:
+    """Base model id -> spec understood by ``resolve_base_model`` (``default``, a path)."""
+    table = {DEFAULT_BASE_ID: "default"}
+    for name, spec in settings.base_models.items():
+        table[name] = str(Path(spec).resolve()) if Path(spec).is_dir() else spec
+    return table
