@@ -7,8 +7,9 @@ from pathlib import Path
 
 import openai
 import pytest
-from tests.conftest import NEGATIVE, POSITIVE
-from tests.server.conftest import TINY, LiveServer, chat_jsonl
+from tests.server.live import TINY, LiveServer, chat_jsonl
+
+from conftest import NEGATIVE, POSITIVE
 
 
 def test_openai_client_fine_tunes_and_serves_a_classifier(server: LiveServer, tmp_path: Path):
