@@ -364,6 +364,16 @@ def predict(
     threshold: Annotated[
         float | None, typer.Option(help="Abstain (empty label) below this probability.")
     ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="torch, onnx, onnx-int8 (after `tuneforge export`), or auto: the fastest "
+            "exported backend within --max-accuracy-drop of torch."
+        ),
+    ] = "auto",
+    max_accuracy_drop: Annotated[
+        float, typer.Option(help="For --backend auto: accuracy drop allowed (0.01 = 1 point).")
+    ] = 0.01,
 ) -> None:
     """Classify texts given as arguments or in a file."""
     from tuneforge.data.tables import read_texts
@@ -377,7 +387,7 @@ def predict(
     if output_file is not None and output_file.suffix.lower() not in {".csv", ".jsonl"}:
         raise InputError(f"--output {output_file}: use a .csv or .jsonl file name")
     batch = read_texts(input_file, text_column) if input_file else list(texts or [])
-    predictor = Predictor.load(bundle)
+    predictor = Predictor.load(bundle, backend=backend, max_accuracy_drop=max_accuracy_drop)
     preds = predictor.predict(batch, top_k=top_k, threshold=threshold)
     if output_file is not None:
         write_predictions(output_file, batch, preds)
@@ -391,10 +401,58 @@ def predict(
         sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+@app.command()
+def export(
+    bundle: Annotated[
+        Path, typer.Argument(help="A bundle written by `tuneforge train`.", show_default=False)
+    ],
+    format_: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write an int8 model (calibrated, static).")
+    ] = False,
+    validation: Annotated[
+        str | None,
+        typer.Option(
+            help="Labelled file to measure on (default: the bundle's own validation split, "
+            "re-read from its source file)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Export a bundle to ONNX Runtime (fp32, optionally int8), measuring accuracy and speed."""
+    from tuneforge.inference.export import export_bundle
+
+    if format_ != "onnx":
+        raise InputError(f"--format {format_!r} is not supported; use --format onnx")
+    report = export_bundle(
+        bundle, int8=int8, validation_file=validation, log=lambda m: err.print(m, style="dim")
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    table = RichTable("backend", "accuracy", "drop", "agreement", "batch-1 p50 ms", "batch-32/s")
+    for name, e in report["backends"].items():
+        drop = e.get("accuracy_drop")
+        table.add_row(
+            name,
+            f"{e['accuracy']:.4f}",
+            "" if drop is None else f"{drop * 100:+.2f} pt",
+            "" if "label_agreement" not in e else f"{e['label_agreement']:.4f}",
+            f"{e['batch1_ms_p50']:.2f}",
+            f"{e['batch32_per_s']:.0f}",
+        )
+    out.print(table)
+    out.print(
+        f"measured on {report['validation']['rows']} validation rows; "
+        f"written to {Path(bundle) / 'onnx'}"
+    )
+
+
 # Server commands (tuneforge serve / worker / keys) live in their own module.
 app.command()(server_commands.serve)
 app.command()(server_commands.worker)
 app.add_typer(server_commands.keys_app, name="keys")
+app.add_typer(server_commands.models_app, name="models")
 
 
 def _quiet_libraries() -> None:

@@ -16,6 +16,7 @@ from rich.table import Table as RichTable
 from tuneforge.errors import InputError
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+models_app = typer.Typer(help="Host bundles trained with `tuneforge train`.", no_args_is_help=True)
 out = Console()
 
 DataDirOpt = Annotated[
@@ -199,3 +200,52 @@ def keys_revoke(
         if not revoke_key(session, key_id):
             raise InputError(f"no API key with id {key_id!r}; see `tuneforge keys list`")
     print(f"revoked {key_id}")
+
+
+@models_app.command("import")
+def models_import(
+    bundle: Annotated[Path, typer.Argument(help="A bundle written by `tuneforge train`.")],
+    project: Annotated[str, typer.Option(help="The project that may use the model.")],
+    name: Annotated[
+        str | None, typer.Option(help="Model id to serve it as (default: the folder name).")
+    ] = None,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Copy a bundle into the server's data directory and register it as a model."""
+    import re
+    import shutil
+    import time
+
+    from tuneforge.bundle import read_bundle
+    from tuneforge.jobs.ids import new_id
+    from tuneforge.jobs.layout import DataDir
+    from tuneforge.jobs.tables import FineTunedModel
+
+    info = read_bundle(bundle)
+    model_id = name or bundle.resolve().name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,200}", model_id):
+        raise InputError(f"invalid model id {model_id!r}: use letters, digits, '_.:-'")
+    sessions = _sessions(data_dir, database_url)
+    layout = DataDir(data_dir.resolve())
+    layout.create()
+    with sessions() as session:
+        if session.get(FineTunedModel, model_id) is not None:
+            raise InputError(f"a model {model_id!r} exists already; pick another --name")
+    folder = new_id("import-", 12)
+    dest = layout.models / folder
+    tmp = layout.models / f".{folder}.partial"
+    shutil.copytree(info.path, tmp, ignore=shutil.ignore_patterns(".*"))
+    tmp.rename(dest)
+    with sessions.begin() as session:
+        session.add(
+            FineTunedModel(
+                id=model_id,
+                project=project,
+                base_model=info.manifest["base_model"]["name"],
+                job_id=folder,
+                bundle=str(dest.relative_to(layout.root)),
+                created_at=int(time.time()),
+            )
+        )
+    print(model_id)

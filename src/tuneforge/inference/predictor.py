@@ -14,7 +14,8 @@ import torch
 from tuneforge.bundle import BundleInfo, read_bundle
 from tuneforge.data.encode import encode_texts
 from tuneforge.errors import InputError
-from tuneforge.inference.runner import run_logits, sigmoid, softmax
+from tuneforge.inference.backends import Backend
+from tuneforge.inference.runner import sigmoid, softmax
 from tuneforge.models.classifier import build_classifier
 from tuneforge.models.registry import resolve_base_model, weights_sha256
 from tuneforge.training.device import resolve_precision
@@ -107,61 +108,88 @@ class Predictor:
     Use ``Predictor.load(path)``; then ``predict("one text")`` or ``predict([...])``.
     """
 
-    def __init__(
-        self,
-        info: BundleInfo,
-        model: torch.nn.Module,
-        tokenizer,
-        *,
-        device: torch.device,
-        autocast_dtype: torch.dtype | None,
-    ) -> None:
+    def __init__(self, info: BundleInfo, backend: Backend, tokenizer) -> None:
         self.info = info
-        self.model = model.to(device).eval()
+        self.backend = backend
         self.tokenizer = tokenizer
-        self.device = device
-        self.autocast_dtype = autocast_dtype
         self.labels = info.labels
         self.multi_label = info.multi_label
         thresholds = info.manifest.get("thresholds")
         self.thresholds = np.asarray(thresholds if thresholds is not None else 0.5)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
+    @property
+    def backend_name(self) -> str:
+        """Which backend computes the answers (``torch``, ``onnx``, ``onnx-int8``...)."""
+        return self.backend.name
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The PyTorch model (torch backend only)."""
+        return getattr(self.backend, "model", None)
+
     @classmethod
     def load(
-        cls, path: str | Path, *, device: str | None = None, precision: str = "fp32"
+        cls,
+        path: str | Path,
+        *,
+        device: str | None = None,
+        precision: str = "fp32",
+        backend: str = "torch",
+        max_accuracy_drop: float = 0.01,
+        threads: int | None = None,
     ) -> Predictor:
         """Load a bundle directory.
 
         Args:
             path: The bundle (the ``--output`` of ``tuneforge train``).
-            device: ``cpu``, ``cuda`` or None (CUDA when available).
-            precision: ``fp32`` (default, exact), ``bf16`` or ``auto``.
+            device: ``cpu``, ``cuda`` or None (CUDA when available); torch backend only.
+            precision: ``fp32`` (default, exact), ``bf16`` or ``auto``; torch backend only.
+            backend: ``torch``, ``onnx``, ``onnx-int8`` (after ``tuneforge export``), or
+                ``auto``: the fastest exported backend whose accuracy drop recorded at export
+                is at most ``max_accuracy_drop`` (torch when none is).
+            max_accuracy_drop: The bound for ``auto`` (0.01 = one accuracy point).
+            threads: ONNX Runtime intra-op threads (None: one per core).
 
         Raises:
-            InputError: Not a bundle, or its adapter's base model is missing or differs.
+            InputError: Not a bundle, an adapter whose base model is missing or differs, or
+                a backend that was not exported.
         """
         from transformers import AutoTokenizer
 
+        from tuneforge.inference.backends import BACKENDS, OnnxBackend, TorchBackend, onnx_path
+        from tuneforge.inference.export import choose_backend
+
         info = read_bundle(path)
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if backend == "auto":
+            backend = choose_backend(info.path, max_accuracy_drop)
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
         tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer")
-        model = _load_model(info)
-        return cls(
-            info, model, tokenizer, device=dev, autocast_dtype=resolve_precision(precision, dev)
-        )
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        if backend == "torch":
+            dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            runner: Backend = TorchBackend(
+                _load_model(info), pad_id, dev, resolve_precision(precision, dev)
+            )
+        else:
+            file = onnx_path(info.path, backend)
+            if not file.is_file():
+                raise InputError(
+                    f"bundle {info.path} has no {backend} export; run `tuneforge export "
+                    f"{info.path} --format onnx{' --int8' if backend == 'onnx-int8' else ''}`"
+                )
+            runner = OnnxBackend(file, pad_id, backend, threads=threads)
+        return cls(info, runner, tokenizer)
+
+    def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """(n, k) raw logits."""
+        encoded = encode_texts(self.tokenizer, list(texts), self.info.max_length)
+        return self.backend.logits(encoded, batch_size)
 
     def probabilities(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """(n, k) probabilities: softmax for single-label, sigmoid for multi-label."""
-        encoded = encode_texts(self.tokenizer, list(texts), self.info.max_length)
-        logits = run_logits(
-            self.model,
-            encoded,
-            pad_id=self.pad_id,
-            batch_size=batch_size,
-            device=self.device,
-            autocast_dtype=self.autocast_dtype,
-        )
+        logits = self.logits(texts, batch_size)
         return sigmoid(logits) if self.multi_label else softmax(logits)
 
     @overload
@@ -193,6 +221,13 @@ class Predictor:
         if any(not isinstance(t, str) for t in batch):
             raise InputError("predict() takes a string or a list of strings")
         probs = self.probabilities(batch, batch_size=batch_size)
+        out = self.decide(probs, top_k=top_k, threshold=threshold)
+        return out[0] if single else out
+
+    def decide(
+        self, probs: np.ndarray, *, top_k: int | None = None, threshold: float | None = None
+    ) -> list[Prediction]:
+        """Predictions from probability rows (what ``predict`` does after the model ran)."""
         k = min(top_k or 0, len(self.labels))
         out = []
         for row in probs:
@@ -216,4 +251,4 @@ class Predictor:
                     top_k=[(self.labels[i], float(row[i])) for i in order[:k]],
                 )
             )
-        return out[0] if single else out
+        return out

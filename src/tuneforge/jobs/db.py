@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from tuneforge.errors import InputError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-IMMEDIATE = "tuneforge_immediate"  # execution option: take the SQLite write lock at BEGIN
 
 
 def sqlite_url(path: Path) -> str:
@@ -63,10 +62,12 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn) -> None:  # pragma: no cover - trivial
-            # A claim asks for the write lock at BEGIN (IMMEDIATE): two claimers never both
-            # read the same "queued" row; plain reads and writes begin as usual.
-            immediate = conn.get_execution_options().get(IMMEDIATE)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            # Every transaction takes the write lock at BEGIN (IMMEDIATE). In WAL mode a
+            # transaction that reads and then writes is otherwise refused at once ("database
+            # is locked", no busy wait) when another process wrote in between; with the lock
+            # taken up front, writers queue on busy_timeout instead, and two claimers can
+            # never both read the same "queued" row. Transactions here are all short.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tuneforge.jobs.db import IMMEDIATE, session_factory
+from tuneforge.jobs.db import session_factory
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.tables import Checkpoint, Job, JobEvent, Worker
 
@@ -116,7 +116,6 @@ class JobStore:
         now = time.time()
         while True:
             with self.sessions.begin() as s:
-                s.connection(execution_options={IMMEDIATE: True})
                 query = (
                     select(Job)
                     .where(

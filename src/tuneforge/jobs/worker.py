@@ -10,6 +10,7 @@ job's attempt limit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.layout import DataDir
@@ -85,15 +87,26 @@ class Worker:
         done = 0
         try:
             while not self._stop.is_set() and (max_jobs is None or done < max_jobs):
-                self.store.heartbeat(self.id, self.hostname, os.getpid(), None)
-                claim = self.store.claim(self.id, self.settings.lease_seconds)
+                try:
+                    self.store.heartbeat(self.id, self.hostname, os.getpid(), None)
+                    claim = self.store.claim(self.id, self.settings.lease_seconds)
+                except SQLAlchemyError as exc:  # database briefly unreachable: keep going
+                    log.warning("worker %s: database error, retrying: %s", self.id, exc)
+                    self._stop.wait(self.settings.poll_seconds)
+                    continue
                 if claim is None:
                     self._stop.wait(self.settings.poll_seconds)
                     continue
-                self.run_claim(claim)
+                try:
+                    self.run_claim(claim)
+                except SQLAlchemyError as exc:
+                    # The lease runs out and the job is taken again (and resumed) later.
+                    log.warning("worker %s: database error on %s: %s", self.id, claim.job_id, exc)
+                    self._kill_child()
                 done += 1
         finally:
-            self.store.remove_worker(self.id)
+            with contextlib.suppress(SQLAlchemyError):
+                self.store.remove_worker(self.id)
         return done
 
     # ------------------------------------------------------------ one attempt
@@ -145,10 +158,16 @@ class Worker:
             if self._stop.is_set():
                 self._kill_child()
                 return self._child.wait(), "shutdown"
-            if not self.store.renew(job_id, self.id, self.settings.lease_seconds):
+            try:
+                renewed = self.store.renew(job_id, self.id, self.settings.lease_seconds)
+                if renewed:
+                    self.store.heartbeat(self.id, self.hostname, os.getpid(), job_id)
+            except SQLAlchemyError as exc:  # keep training; renewal is tried again shortly
+                log.warning("worker %s: could not renew the lease of %s: %s", self.id, job_id, exc)
+                continue
+            if not renewed:
                 self._kill_child()
                 return self._child.wait(), "lost"
-            self.store.heartbeat(self.id, self.hostname, os.getpid(), job_id)
 
     def _kill_child(self) -> None:
         child = self._child

@@ -12,14 +12,14 @@ from tuneforge.jobs.db import make_engine, migrate
 from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.worker import Worker, WorkerSettings
-from tuneforge.server.errors import install_error_handlers
+from tuneforge.server.errors import ERROR_RESPONSES, install_error_handlers
 from tuneforge.server.limits import BodySizeLimit
 from tuneforge.server.metrics import Metrics, MetricsMiddleware
 from tuneforge.server.model_cache import ModelCache
 from tuneforge.server.ratelimit import RateLimiter
 from tuneforge.server.routers import files, fine_tuning, health, inference, models
 from tuneforge.server.settings import Settings
-from tuneforge.server.state import AppState, base_model_table
+from tuneforge.server.state import AppState, base_model_table, cache_settings
 
 DESCRIPTION = """Fine-tune text classifiers and serve them. The `/v1/files`,
 `/v1/fine_tuning/jobs`, `/v1/models` and `/v1/chat/completions` endpoints follow the OpenAI API
@@ -41,7 +41,7 @@ def build_state(settings: Settings) -> AppState:
         store=store,
         layout=layout,
         base_models=base_model_table(settings),
-        models=ModelCache(settings.model_cache_size),
+        models=ModelCache(cache_settings(settings)),
         limiter=RateLimiter(settings.rate_limit_per_minute),
         metrics=None,  # type: ignore[arg-type] - set below (it reads the state)
     )
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             stop_workers(state)
+            state.models.close()
             state.engine.dispose()
 
     app = FastAPI(
@@ -106,9 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fine_tuning.router,
         models.router,
         inference.router,
-        health.router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
+    app.include_router(health.router)
     app.add_middleware(_LazyMetrics)
     app.add_middleware(BodySizeLimit, upload_limit=settings.max_upload_bytes)
     return app

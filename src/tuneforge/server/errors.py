@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("tuneforge.server")
@@ -23,6 +24,39 @@ TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "server_error",
+}
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The OpenAI error envelope every error answers with."""
+
+    error: ErrorDetail
+
+
+# Documented for every /v1 operation (OpenAPI), instead of FastAPI's default 422 shape.
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (400, "Invalid request"),
+        (401, "Missing, invalid or revoked API key"),
+        (403, "The API key lacks the scope"),
+        (404, "No such object in the key's project"),
+        (409, "Conflicts with the object's state"),
+        (413, "Request body too large"),
+        (422, "Request validation failed"),
+        (429, "Rate limit exceeded (see Retry-After)"),
+        (503, "Overloaded (see Retry-After)"),
+        (504, "Timed out"),
+    )
 }
 
 
@@ -85,8 +119,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return envelope(exc.status_code, message, code, None, getattr(exc, "headers", None))
+        code = {404: "not_found", 405: "method_not_allowed", 413: "file_too_large"}.get(
+            exc.status_code
+        )
+        param = "file" if exc.status_code == 413 else None  # as limits.BodySizeLimit answers
+        return envelope(exc.status_code, message, code, param, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -94,6 +131,15 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         param = ".".join(loc) or None
+        if first.get("type") == "json_invalid":  # loc is ("body", offset): no parameter
+            ctx = first.get("ctx") or {}
+            return envelope(
+                422,
+                f"Invalid request: the body is not valid JSON ({ctx.get('error', 'decode error')} "
+                f"at character {loc[0] if loc else '?'}).",
+                "invalid_json",
+                None,
+            )
         message = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
             for e in errors[:5]

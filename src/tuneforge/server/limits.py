@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UPLOAD_PATHS = ("/v1/files",)
 DEFAULT_BODY_LIMIT = 8 * 1024 * 1024  # JSON requests
 
 
-class _TooLarge(Exception):
-    pass
+def too_large_message(limit: int) -> str:
+    """The 413 message."""
+    return (
+        f"Request body too large: the limit is {limit} bytes "
+        "(TUNEFORGE_MAX_UPLOAD_BYTES for uploads)."
+    )
+
+
+class _TooLarge(HTTPException):
+    """A body grew past its limit while streaming in.
+
+    An ``HTTPException`` because FastAPI turns any other exception raised while it parses a
+    body (a multipart upload) into a 400; this one it re-raises, and the error handlers
+    answer 413 with the envelope.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, too_large_message(limit))
 
 
 class BodySizeLimit:
@@ -45,7 +62,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    raise _TooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -65,8 +82,7 @@ async def _send_413(send: Send, limit: int) -> None:
     body = json.dumps(
         {
             "error": {
-                "message": f"Request body too large: the limit is {limit} bytes "
-                "(TUNEFORGE_MAX_UPLOAD_BYTES for uploads).",
+                "message": too_large_message(limit),
                 "type": "invalid_request_error",
                 "param": "file",
                 "code": "file_too_large",

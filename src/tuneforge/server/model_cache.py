@@ -1,29 +1,72 @@
-"""Loaded fine-tuned models: an LRU of ``Predictor`` objects, loaded on first use."""
+"""Hosted models: loaded on first use, kept in an LRU bounded by memory, optionally pinned.
+
+Each loaded model has a ``MicroBatcher`` that coalesces concurrent requests. Full bundles use
+the fastest backend within the accuracy bound recorded at export (``tuneforge export``);
+adapter bundles (LoRA, IA3) run on torch and share one copy of their base model.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from tuneforge.bundle import read_bundle
+from tuneforge.inference.backends import TorchBackend
+from tuneforge.inference.batching import MicroBatcher
 from tuneforge.inference.predictor import Predictor
+from tuneforge.inference.shared_base import SharedBases, tensor_bytes
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve: predictor, batcher, memory it holds of its own."""
+
+    model_id: str
+    predictor: Predictor
+    batcher: MicroBatcher
+    own_bytes: int
+    base_key: str | None
+    load_seconds: float
+
+    @property
+    def backend(self) -> str:
+        return self.predictor.backend_name
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How models are hosted."""
+
+    max_bytes: int = 4 * 1024**3
+    backend: str = "auto"
+    max_accuracy_drop: float = 0.01
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 1024
+    pinned: frozenset[str] = frozenset()
+    threads: int = 2
 
 
 class ModelCache:
-    """At most ``size`` predictors in memory; the least recently used is dropped first.
+    """LRU of loaded models bounded by ``max_bytes`` (pinned models are never evicted)."""
 
-    Loading happens outside the cache lock, one load per model at a time, so a slow load
-    never blocks requests for models already loaded.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._models: OrderedDict[str, Predictor] = OrderedDict()
+    def __init__(self, settings: CacheSettings) -> None:
+        self.settings = settings
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self.bases = SharedBases()
+        self.executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="tuneforge-infer")
+        self.evictions = 0
 
-    def get(self, model_id: str, bundle: Path) -> Predictor:
-        """The predictor of ``model_id``, loading ``bundle`` if needed."""
+    def get(self, model_id: str, bundle: Path) -> LoadedModel:
+        """The loaded model, loading (and evicting others) if needed. Thread-safe."""
         with self._lock:
             if model_id in self._models:
                 self._models.move_to_end(model_id)
@@ -33,20 +76,110 @@ class ModelCache:
             with self._lock:
                 if model_id in self._models:
                     return self._models[model_id]
-            predictor = Predictor.load(bundle, device="cpu")
+            loaded = self._load(model_id, bundle)
             with self._lock:
-                self._models[model_id] = predictor
-                while len(self._models) > self.size:
-                    self._models.popitem(last=False)
+                self._models[model_id] = loaded
                 self._loading.pop(model_id, None)
-            return predictor
+                self._evict_over_budget(keep=model_id)
+            return loaded
+
+    def _load(self, model_id: str, bundle: Path) -> LoadedModel:
+        started = time.perf_counter()
+        info = read_bundle(bundle)
+        base_key = None
+        if info.adapter:
+            from transformers import AutoTokenizer
+
+            model, base_key, own = self.bases.load_adapter_model(info)
+            tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer")
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            import torch
+
+            predictor = Predictor(info, TorchBackend(model, pad_id, torch.device("cpu")), tokenizer)
+        else:
+            predictor = Predictor.load(
+                bundle,
+                device="cpu",
+                backend=self.settings.backend,
+                max_accuracy_drop=self.settings.max_accuracy_drop,
+            )
+            own = _predictor_bytes(predictor)
+        batcher = MicroBatcher(
+            _runner(predictor),
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_ms=self.settings.max_wait_ms,
+            max_queue=self.settings.max_queue,
+            executor=self.executor,
+        )
+        return LoadedModel(
+            model_id, predictor, batcher, own, base_key, time.perf_counter() - started
+        )
+
+    def _used_bytes(self) -> int:
+        bases = {m.base_key for m in self._models.values() if m.base_key}
+        return sum(m.own_bytes for m in self._models.values()) + sum(
+            self.bases.base_bytes(k) for k in bases
+        )
+
+    def _evict_over_budget(self, keep: str) -> None:
+        for model_id in list(self._models):
+            if self._used_bytes() <= self.settings.max_bytes:
+                break
+            if model_id == keep or model_id in self.settings.pinned:
+                continue
+            self._drop(model_id)
+            self.evictions += 1
+
+    def _drop(self, model_id: str) -> None:
+        gone = self._models.pop(model_id, None)
+        in_use = gone is not None and any(
+            m.base_key == gone.base_key for m in self._models.values()
+        )
+        if gone is not None and gone.base_key and not in_use:
+            self.bases.drop(gone.base_key)
 
     def evict(self, model_id: str) -> None:
         """Drop a model (deleted)."""
         with self._lock:
-            self._models.pop(model_id, None)
+            self._drop(model_id)
 
     def loaded(self) -> list[str]:
         """Ids of the loaded models, least recently used first."""
         with self._lock:
             return list(self._models)
+
+    def describe(self) -> dict:
+        """Memory and backends of the loaded models (for /readyz)."""
+        with self._lock:
+            return {
+                "used_bytes": self._used_bytes(),
+                "max_bytes": self.settings.max_bytes,
+                "models": {
+                    m.model_id: {
+                        "backend": m.backend,
+                        "own_bytes": m.own_bytes,
+                        "shared_base": m.base_key is not None,
+                        "queued": m.batcher.queued,
+                    }
+                    for m in self._models.values()
+                },
+            }
+
+    def close(self) -> None:
+        """Stop the inference threads."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _runner(predictor: Predictor):
+    def run(texts) -> np.ndarray:
+        return predictor.probabilities(texts, batch_size=len(texts))
+
+    return run
+
+
+def _predictor_bytes(predictor: Predictor) -> int:
+    model = predictor.model
+    if model is not None:
+        return tensor_bytes(model.state_dict().values())
+    path = getattr(predictor.backend, "path", None)
+    return int(Path(path).stat().st_size * 1.2) if path else 0

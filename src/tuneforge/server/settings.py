@@ -32,7 +32,29 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Extra base models: id -> local directory or hub id (JSON in the env).",
     )
-    model_cache_size: int = Field(4, ge=1, description="Fine-tuned models kept loaded.")
+    model_cache_mb: int = Field(
+        4096, ge=1, description="Memory for loaded models (MiB); least recently used go first."
+    )
+    pinned_models: list[str] = Field(
+        default_factory=list, description="Model ids never evicted from memory."
+    )
+    backend: str = Field(
+        "auto",
+        description="Inference backend: auto (fastest within max_accuracy_drop), "
+        "torch, onnx or onnx-int8.",
+    )
+    max_accuracy_drop: float = Field(
+        0.01, ge=0, le=1, description="auto backend: accuracy drop allowed (0.01 = 1 point)."
+    )
+    batch_max_size: int = Field(32, ge=1, le=1024, description="Micro-batch: most texts.")
+    batch_max_wait_ms: float = Field(5.0, ge=0, le=1000, description="Micro-batch: most wait.")
+    queue_max_texts: int = Field(
+        1024, ge=1, description="Texts waiting per model before 503 (Retry-After)."
+    )
+    request_timeout_seconds: float = Field(
+        30.0, gt=0, description="Inference request timeout (504 after it)."
+    )
+    inference_threads: int = Field(2, ge=1, le=64, description="Threads running batches.")
     worker_timeout_seconds: float = Field(
         90.0, gt=0, description="/readyz: a worker is alive if it beat within this long."
     )

@@ -14,7 +14,7 @@ from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.tables import Job
 from tuneforge.jobs.worker import Worker
 from tuneforge.server.metrics import Metrics
-from tuneforge.server.model_cache import ModelCache
+from tuneforge.server.model_cache import CacheSettings, ModelCache
 from tuneforge.server.ratelimit import RateLimiter
 from tuneforge.server.settings import Settings
 
@@ -52,6 +52,20 @@ class AppState:
             model = DEFAULT_BASE_ID
         spec = self.base_models.get(model)
         return (model, spec) if spec is not None else None
+
+
+def cache_settings(settings: Settings) -> CacheSettings:
+    """How the server hosts models, from its settings."""
+    return CacheSettings(
+        max_bytes=settings.model_cache_mb * 1024 * 1024,
+        backend=settings.backend,
+        max_accuracy_drop=settings.max_accuracy_drop,
+        max_batch_size=settings.batch_max_size,
+        max_wait_ms=settings.batch_max_wait_ms,
+        max_queue=settings.queue_max_texts,
+        pinned=frozenset(settings.pinned_models),
+        threads=settings.inference_threads,
+    )
 
 
 def base_model_table(settings: Settings) -> dict[str, str]:

@@ -68,7 +68,11 @@ def delete_file(state: State, principal: Trainer, file_id: str) -> dict:
     return {"id": file_id, "object": "file", "deleted": True}
 
 
-@router.get("/{file_id}/content", response_class=FileResponse)
+@router.get(
+    "/{file_id}/content",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
 def file_content(state: State, principal: Trainer, file_id: str) -> FileResponse:
     """Download a file's bytes."""
     with state.sessions() as session:

@@ -17,14 +17,14 @@ router = APIRouter(tags=["inference"])
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion)
-def chat_completions(state: State, principal: Inferrer, body: ChatRequest) -> dict:
+async def chat_completions(state: State, principal: Inferrer, body: ChatRequest) -> dict:
     """Classify the last user message with a fine-tuned model; the reply is the label."""
-    return service.chat_completion(state, principal.project, body)
+    return await service.chat_completion(state, principal.project, body)
 
 
 @router.post("/v1/classify", response_model=ClassifyResponse)
-def classify(state: State, principal: Inferrer, body: ClassifyRequest) -> dict:
+async def classify(state: State, principal: Inferrer, body: ClassifyRequest) -> dict:
     """Labels and scores for one text or a list of texts."""
-    return service.classify(
+    return await service.classify(
         state, principal.project, body.model, body.input, body.top_k, body.threshold
     )

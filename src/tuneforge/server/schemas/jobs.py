@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Auto = Literal["auto"]
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class Hyperparameters(BaseModel):
@@ -14,9 +16,11 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_epochs: Auto | int | float = Field("auto", description="Epochs (a fraction is allowed).")
-    batch_size: Auto | int = "auto"
-    learning_rate_multiplier: Auto | float = "auto"
+    n_epochs: Auto | PositiveInt | PositiveFloat = Field(
+        "auto", description="Epochs (a fraction is allowed)."
+    )
+    batch_size: Auto | PositiveInt = "auto"
+    learning_rate_multiplier: Auto | PositiveFloat = "auto"
     # tuneforge extensions
     learning_rate: float | None = Field(None, gt=0, le=1, description="Absolute peak LR.")
     max_length: int | None = Field(None, ge=8, le=8192, description="Longest input in tokens.")

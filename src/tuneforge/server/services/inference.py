@@ -6,19 +6,54 @@ import math
 import time
 from typing import Any
 
-from tuneforge.inference.predictor import Predictor
+from fastapi.concurrency import run_in_threadpool
+
+from tuneforge.inference.batching import QueueFull, RequestTimeout
+from tuneforge.inference.predictor import Prediction, Predictor
 from tuneforge.jobs.ids import new_id
 from tuneforge.server.errors import APIError
+from tuneforge.server.model_cache import LoadedModel
 from tuneforge.server.schemas.inference import MAX_CHARS, MAX_INPUTS, ChatMessage, ChatRequest
 from tuneforge.server.services.models import bundle_for
 from tuneforge.server.state import AppState
 
 
-def load_predictor(state: AppState, project: str, model: str) -> tuple[str, Predictor]:
-    """(model id, predictor) of a project's fine-tuned model or alias."""
+def _load(state: AppState, project: str, model: str) -> LoadedModel:
     with state.sessions() as session:
         model_id, bundle = bundle_for(state, session, project, model)
-    return model_id, state.models.get(model_id, bundle)
+    return state.models.get(model_id, bundle)
+
+
+async def predict(
+    state: AppState,
+    project: str,
+    model: str,
+    texts: list[str],
+    top_k: int | None,
+    threshold: float | None,
+) -> tuple[LoadedModel, list[Prediction]]:
+    """Resolve the model (loading it off the event loop), then classify through its
+    micro-batcher; 503 when its queue is full, 504 past the request timeout."""
+    loaded = await run_in_threadpool(_load, state, project, model)
+    try:
+        probs = await loaded.batcher.submit(texts, timeout=state.settings.request_timeout_seconds)
+    except QueueFull as exc:
+        raise APIError(
+            503,
+            f"Model {loaded.model_id} is overloaded ({loaded.batcher.queued} texts waiting); "
+            "retry later.",
+            code="overloaded",
+            headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+        ) from None
+    except RequestTimeout:
+        raise APIError(
+            504,
+            f"No answer within {state.settings.request_timeout_seconds:g} s; retry later or "
+            "send fewer texts.",
+            code="timeout",
+        ) from None
+    state.metrics.predictions.labels(loaded.model_id).inc(len(texts))
+    return loaded, loaded.predictor.decide(probs, top_k=top_k, threshold=threshold)
 
 
 def _check_texts(texts: list[str], param: str) -> None:
@@ -45,7 +80,7 @@ def _token_count(predictor: Predictor, texts: list[str]) -> int:
     return int(sum(lengths))
 
 
-def classify(
+async def classify(
     state: AppState,
     project: str,
     model: str,
@@ -56,10 +91,9 @@ def classify(
     """Labels and scores for every input."""
     texts = [inputs] if isinstance(inputs, str) else list(inputs)
     _check_texts(texts, "input")
-    model_id, predictor = load_predictor(state, project, model)
-    predictions = predictor.predict(texts, top_k=top_k, threshold=threshold)
-    state.metrics.predictions.labels(model_id).inc(len(texts))
-    tokens = _token_count(predictor, texts)
+    loaded, predictions = await predict(state, project, model, texts, top_k, threshold)
+    model_id = loaded.model_id
+    tokens = _token_count(loaded.predictor, texts)
     return {
         "object": "list",
         "model": model_id,
@@ -83,7 +117,7 @@ def _text_of(message: ChatMessage) -> str:
     return "".join(part.text or "" for part in message.content or [] if part.type == "text")
 
 
-def chat_completion(state: AppState, project: str, body: ChatRequest) -> dict[str, Any]:
+async def chat_completion(state: AppState, project: str, body: ChatRequest) -> dict[str, Any]:
     """Classify the last user message; the assistant's content is the label."""
     if body.stream:
         raise APIError(
@@ -102,10 +136,9 @@ def chat_completion(state: AppState, project: str, body: ChatRequest) -> dict[st
         )
     text = _text_of(users[-1])
     _check_texts([text], "messages")
-    model_id, predictor = load_predictor(state, project, body.model)
     top = body.top_logprobs or 0
-    prediction = predictor.predict(text, top_k=max(top, 1))
-    state.metrics.predictions.labels(model_id).inc()
+    loaded, (prediction,) = await predict(state, project, body.model, [text], max(top, 1), None)
+    model_id, predictor = loaded.model_id, loaded.predictor
     label = prediction.label if prediction.label is not None else ""
     logprobs = None
     if body.logprobs:

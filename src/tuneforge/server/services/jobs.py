@@ -201,6 +201,14 @@ def _validate_files(
         is_valid = resolved.data.validation and Path(first.file) == Path(resolved.data.validation)
         file_id = valid_id if is_valid else train_id
         shown = _readable(first, file_id, names)
+        # a message may name the other file by its stored path: never show server paths
+        for path, shown_id in (
+            (resolved.data.train, train_id),
+            (resolved.data.validation, valid_id),
+        ):
+            if path and shown_id:
+                name = names.get(Path(path).name, "")
+                shown = shown.replace(str(path), f"{shown_id} ({name})" if name else shown_id)
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         return {
             "code": "invalid_validation_file" if is_valid else "invalid_training_file",
@@ -265,6 +273,10 @@ def change_state(store: JobStore, session: Session, project: str, job_id: str, a
         job.finished_at, job.estimated_finish = int(time.time()), None
     if target == "queued":
         job.queued_at = time.time()
+    if action == "pause" and previous == "running":
+        # The user stopped the attempt; it did not fail, so it does not count toward
+        # max_attempts (as when a worker shuts down), or a few pauses would fail the job.
+        job.attempts = max(job.attempts - 1, 0)
     messages = {
         "cancel": "Fine-tuning job cancelled",
         "pause": "Fine-tuning job paused; resume continues from the last checkpoint",

@@ -1,0 +1,318 @@
+"""Export a bundle to ONNX (fp32, and int8 with calibrated activation scales) and record
+what each backend costs in accuracy and gains in speed, on the bundle's validation split.
+
+int8 uses *static* quantization: weights per channel, activation scales fixed from
+calibration texts, MatMuls only. Dynamic quantization (scales computed per batch) makes a
+text's label depend on the other texts in its batch; fixed scales make every row's integer
+arithmetic independent of the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuneforge.bundle import BundleInfo, atomic_write_json, read_bundle
+from tuneforge.data.encode import EncodedTexts, encode_texts
+from tuneforge.data.labels import LabelMap
+from tuneforge.data.splits import row_hash
+from tuneforge.data.tables import read_table
+from tuneforge.errors import InputError
+from tuneforge.evaluation.evaluate import evaluate_logits
+from tuneforge.inference.backends import (
+    ONNX_DIR,
+    Backend,
+    OnnxBackend,
+    TorchBackend,
+    onnx_path,
+)
+
+EXPORT_REPORT = "export.json"
+CALIBRATION_TEXTS = 256
+OPSET = 17
+
+
+@dataclass
+class ValidationData:
+    """Texts and labels the export is measured on, and where they came from."""
+
+    texts: list[str]
+    labels: list[tuple[str, ...]]
+    source: str
+
+
+def bundle_validation(info: BundleInfo, override: str | None = None) -> ValidationData:
+    """The bundle's validation split, re-read from its source file by row hash.
+
+    Args:
+        info: The bundle.
+        override: A labelled file to use instead (when the source file is gone).
+
+    Raises:
+        InputError: The source is missing or changed and no override was given.
+    """
+    run = json.loads((info.path / "run_config.json").read_text(encoding="utf-8"))["data"]
+    read = {
+        "text_column": run.get("text_column"),
+        "label_column": run.get("label_column"),
+        "multi_label": info.multi_label,
+        "label_separator": run.get("label_separator", "|"),
+    }
+    if override is not None:
+        table = read_table(override, **read)
+        return ValidationData(list(table.texts), list(table.labels), override)
+    splits = json.loads((info.path / "splits.json").read_text(encoding="utf-8"))["validation"]
+    source = splits["source"]
+    hint = "pass --validation FILE (a labelled file) to measure the export on it"
+    if not Path(source).is_file():
+        raise InputError(f"the bundle's validation data {source} is not there; {hint}")
+    table = read_table(source, **read)
+    wanted = set(splits["row_hashes"])
+    keep = [
+        i
+        for i, (t, lab) in enumerate(zip(table.texts, table.labels, strict=True))
+        if row_hash(t, lab) in wanted
+    ]
+    if len(keep) < max(1, int(0.9 * len(wanted))):
+        raise InputError(f"{source} changed since training (validation rows not found); {hint}")
+    return ValidationData([table.texts[i] for i in keep], [table.labels[i] for i in keep], source)
+
+
+def _export_fp32(model: torch.nn.Module, path: Path, vocab_size: int) -> None:
+    class Logits(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    wrapper = Logits(model).eval()
+    ids = torch.randint(5, max(6, vocab_size - 1), (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    axes = {0: "batch", 1: "sequence"}
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns about Python-level shape checks inside transformers' attention;
+        # the export is checked against torch on real texts of other shapes right after.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def _quantize_int8(fp32: Path, out: Path, calibration: EncodedTexts, pad_id: int) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from tuneforge.inference.backends import pad_batch
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rows = iter(range(0, len(calibration), 16))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self.rows, None)
+            if start is None:
+                return None
+            ids, mask = pad_batch(calibration.ids[start : start + 16], pad_id)
+            return {"input_ids": ids, "attention_mask": mask}
+
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QOperator,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        reduce_range=True,  # 7-bit weights: no VPMADDUBSW saturation on AVX2/AVX-512 CPUs
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+
+
+def _time_backend(backend: Backend, encoded: EncodedTexts, n_single: int = 64) -> dict[str, float]:
+    """Batch-1 median latency (ms) and batch-32 throughput (texts/s) on the validation texts."""
+    backend.logits(EncodedTexts(encoded.ids[:4], encoded.lengths[:4], 0), 32)  # warm-up
+    singles = []
+    for i in range(min(n_single, len(encoded))):
+        one = EncodedTexts([encoded.ids[i]], encoded.lengths[i : i + 1], 0)
+        t = time.perf_counter()
+        backend.logits(one, 1)
+        singles.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    backend.logits(encoded, 32)
+    elapsed = time.perf_counter() - t
+    return {
+        "batch1_ms_p50": round(statistics.median(singles) * 1000, 3),
+        "batch32_per_s": round(len(encoded) / elapsed, 1),
+    }
+
+
+def export_bundle(
+    bundle: str | Path,
+    *,
+    int8: bool = True,
+    validation_file: str | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> dict[str, Any]:
+    """Write ``onnx/model.onnx`` (and ``onnx/model.int8.onnx``) into a bundle, measured.
+
+    The report (``onnx/export.json``) gives, per backend, validation accuracy, the drop
+    against torch fp32, agreement of labels, the largest probability difference, batch-1
+    latency and batch-32 throughput. Files appear atomically: a failed export leaves the
+    bundle as it was.
+
+    Raises:
+        InputError: Not a bundle, or no validation data to measure on.
+    """
+    from transformers import AutoTokenizer
+
+    from tuneforge.inference.predictor import _load_model
+
+    info = read_bundle(bundle)
+    data = bundle_validation(info, validation_file)
+    tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = encode_texts(tokenizer, data.texts, info.max_length)
+    labels = LabelMap(tuple(info.labels))
+    try:
+        targets = (
+            labels.encode_multi(data.labels)
+            if info.multi_label
+            else labels.encode_single(data.labels)
+        )
+    except InputError as exc:
+        raise InputError(f"validation data {data.source}: {exc}") from None
+    thresholds = info.manifest.get("thresholds")
+    model = _load_model(info)
+    reference = TorchBackend(model, pad_id, torch.device("cpu"))
+
+    stage = Path(tempfile.mkdtemp(prefix=".onnx.", dir=info.path))
+    try:
+        log("exporting fp32 ONNX")
+        _export_fp32(model, stage / "model.onnx", getattr(tokenizer, "vocab_size", 100))
+        names = ["onnx"]
+        if int8:
+            log(f"calibrating int8 on {min(len(encoded), CALIBRATION_TEXTS)} validation texts")
+            rng = np.random.default_rng(0)
+            pick = rng.permutation(len(encoded))[:CALIBRATION_TEXTS]
+            calib = EncodedTexts([encoded.ids[i] for i in pick], encoded.lengths[pick], 0)
+            _quantize_int8(stage / "model.onnx", stage / "model.int8.onnx", calib, pad_id)
+            names.append("onnx-int8")
+        backends: dict[str, Backend] = {"torch": reference}
+        for name in names:
+            file = stage / ("model.onnx" if name == "onnx" else "model.int8.onnx")
+            backends[name] = OnnxBackend(file, pad_id, name)
+        report: dict[str, Any] = {}
+        ref_logits = None
+        for name, backend in backends.items():
+            log(f"measuring {name}")
+            logits = backend.logits(encoded, 32)
+            metrics = evaluate_logits(
+                logits,
+                targets,
+                labels.names,
+                multi_label=info.multi_label,
+                thresholds=np.asarray(thresholds) if thresholds is not None else 0.5,
+            )
+            accuracy = metrics.get("accuracy", metrics.get("subset_accuracy"))
+            entry: dict[str, Any] = {"accuracy": accuracy, "macro_f1": metrics["macro_f1"]}
+            if ref_logits is None:
+                ref_logits, ref_accuracy = logits, accuracy
+            else:
+                entry["accuracy_drop"] = round(ref_accuracy - accuracy, 6)
+                entry["label_agreement"] = float(
+                    np.mean(logits.argmax(axis=1) == ref_logits.argmax(axis=1))
+                )
+                entry["max_probability_diff"] = float(
+                    np.abs(
+                        _probs(logits, info.multi_label) - _probs(ref_logits, info.multi_label)
+                    ).max()
+                )
+            entry.update(_time_backend(backend, encoded))
+            report[name] = entry
+        del backends
+        result = {
+            "reference": "torch",
+            "validation": {"source": data.source, "rows": len(data.texts)},
+            "onnxruntime": _ort_version(),
+            "created_at": int(time.time()),
+            "backends": report,
+        }
+        atomic_write_json(stage / EXPORT_REPORT, result)
+        final = info.path / ONNX_DIR
+        old = None
+        if final.exists():
+            old = info.path / f".onnx.old.{os.getpid()}"
+            final.rename(old)
+        stage.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return result
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def read_export_report(bundle: Path) -> dict[str, Any] | None:
+    """The bundle's ``onnx/export.json``, or None when it was never exported."""
+    path = bundle / ONNX_DIR / EXPORT_REPORT
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def choose_backend(bundle: Path, max_accuracy_drop: float) -> str:
+    """The fastest exported backend whose recorded accuracy drop is at most the bound.
+
+    "Fastest" is the recorded batch-32 throughput (what a micro-batching server sees).
+    Without an export, or when no export is within the bound, ``torch``.
+    """
+    report = read_export_report(bundle)
+    if report is None:
+        return "torch"
+    best, best_speed = "torch", report["backends"].get("torch", {}).get("batch32_per_s", 0.0)
+    for name, entry in report["backends"].items():
+        if name == "torch" or not onnx_path(bundle, name).is_file():
+            continue
+        within = entry.get("accuracy_drop", 1.0) <= max_accuracy_drop + 1e-12
+        if within and entry.get("batch32_per_s", 0.0) > best_speed:
+            best, best_speed = name, entry["batch32_per_s"]
+    return best
+
+
+def _probs(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    from tuneforge.inference.runner import sigmoid, softmax
+
+    return sigmoid(logits) if multi_label else softmax(logits)
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
