@@ -37,6 +37,12 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS")
 
 
+def trim_heap() -> None:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def make_copies(lora: Path, n: int, root: Path) -> list[Path]:
     """n distinct adapter bundles: the adapter weights of each get their own noise."""
     import torch
@@ -63,11 +69,17 @@ def child(args: argparse.Namespace) -> None:
     from tuneforge.server.model_cache import CacheSettings, ModelCache
 
     bundles = [Path(p) for p in args.bundles]
-    cache = ModelCache(CacheSettings(backend="torch", max_bytes=args.max_mb * 1024 * 1024))
-    # import and warm up the libraries on something else, so RSS below counts only models
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
+    cache = ModelCache(CacheSettings(backend="torch", max_bytes=args.max_bytes))
+    # Warm up the libraries (lazy imports, allocator arenas) on a throwaway copy of the same
+    # kind of bundle, then drop it: RSS below counts the models, not the first-use costs.
+    import gc
 
+    warm = ModelCache(CacheSettings(backend="torch"))
+    warm.get("warm-up", Path(args.warmup)).predictor.predict("warm up")
+    warm.close()
+    del warm
+    gc.collect()
+    trim_heap()  # what the warm-up freed goes back to the OS, or the models reuse it unseen
     before = rss_bytes()
     first = []
     for i, bundle in enumerate(bundles):
@@ -79,7 +91,8 @@ def child(args: argparse.Namespace) -> None:
     result = {
         "n": len(bundles),
         "rss_added_mb": round((after - before) / 2**20, 1),
-        "cache_accounted_mb": round(cache.describe()["used_bytes"] / 2**20, 1),
+        "cache_accounted_mb": round(cache.describe()["used_bytes"] / 2**20, 3),
+        "cache_accounted_bytes": cache.describe()["used_bytes"],
         "loaded": len(cache.loaded()),
         "evictions": cache.evictions,
         "first_request_ms_median": round(statistics.median(first) * 1000, 1),
@@ -95,13 +108,17 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result), flush=True)
 
 
-def run_child(bundles: list[Path], max_mb: int, reask: bool = False) -> dict:
+def run_child(
+    bundles: list[Path], warmup: Path, max_bytes: int = 2**40, reask: bool = False
+) -> dict:
     cmd = [
         sys.executable,
         __file__,
         "--child",
-        "--max-mb",
-        str(max_mb),
+        "--warmup",
+        str(warmup),
+        "--max-bytes",
+        str(max_bytes),
         *(["--reask"] if reask else []),
         "--bundles",
         *map(str, bundles),
@@ -120,8 +137,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bundles", nargs="*", default=[], help=argparse.SUPPRESS)
-    parser.add_argument("--max-mb", type=int, default=100_000, help=argparse.SUPPRESS)
+    parser.add_argument("--max-bytes", type=int, default=2**40, help=argparse.SUPPRESS)
     parser.add_argument("--reask", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -129,18 +147,18 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="tf-adapters-"))
     try:
         copies = make_copies(args.lora, max(args.counts), root)
-        full = run_child([args.full], 100_000)
+        full = run_child([args.full], args.full)
         print("one full model:", full, flush=True)
         rows = []
         for n in args.counts:
-            row = run_child(copies[:n], 100_000)
+            row = run_child(copies[:n], args.lora)
             row["ratio_to_one_full_model"] = round(row["rss_added_mb"] / full["rss_added_mb"], 3)
             print(row, flush=True)
             rows.append(row)
         # a cache that holds ~half the adapters: the 51st request, for an evicted one, works
-        budget = max(1, int(rows[-1]["cache_accounted_mb"] / 2))
-        evict = run_child(copies[: max(args.counts)], budget, reask=True)
-        evict["cache_budget_mb"] = budget
+        budget = rows[-1]["cache_accounted_bytes"] // 2
+        evict = run_child(copies[: max(args.counts)], args.lora, budget, reask=True)
+        evict["cache_budget_bytes"] = budget
         print("with eviction:", evict, flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

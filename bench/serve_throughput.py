@@ -7,8 +7,9 @@ backend within 1 accuracy point; run ``tuneforge export BUNDLE --int8`` first).
 
 For each server and each concurrency (1, 8, 32 clients), clients send one text per request,
 cycling through the texts of ``--data``, for ``--seconds``; we report requests/s, p50/p95/p99
-latency and errors (non-200 answers or exceptions). The load generator (asyncio + httpx) runs
-on the same 2 cores as the server: both servers pay that cost alike.
+latency and errors (non-200 answers or exceptions). The load generator (``wrk`` when it is
+installed, one thread; else asyncio + httpx) runs on the same cores as the server: both
+servers pay that cost alike.
 
 Run:
     python bench/serve_throughput.py BUNDLE --data ../shared/data/sst2/validation.csv \
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO_ROOT, env_info, read_csv, write_json
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+LOAD_CLIENT = "httpx"
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -93,6 +95,70 @@ async def load(url: str, path: str, body, headers, texts, clients: int, seconds:
     }
 
 
+WRK_SCRIPT = r"""
+local bodies = {}
+local i = 0
+init = function(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  i = math.random(#bodies)
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, '
+    .. '"p50_us": %d, "p95_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def wrk_load(url, path, body, headers, texts, clients: int, seconds: float) -> dict:
+    """The same measurement with wrk (C, one thread): far less client CPU than httpx."""
+    import json as _json
+
+    work = Path(tempfile.mkdtemp(prefix="tf-wrk-"))
+    try:
+        (work / "load.lua").write_text(WRK_SCRIPT)
+        (work / "bodies.jsonl").write_text("".join(_json.dumps(body(t)) + "\n" for t in texts))
+        cmd = [
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(clients),
+            "-d",
+            f"{max(1, round(seconds))}s",
+            "--timeout",
+            "60s",
+            "-s",
+            str(work / "load.lua"),
+        ]
+        for k, v in headers.items():
+            cmd += ["-H", f"{k}: {v}"]
+        cmd += [url + path, "--", str(work / "bodies.jsonl")]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        stats = _json.loads(out.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ok = stats["requests"] - stats["non2xx"]
+    return {
+        "clients": clients,
+        "requests": ok,
+        "errors": stats["non2xx"] + stats["errors"],
+        "requests_per_s": round(ok / (stats["duration_us"] / 1e6), 1),
+        "p50_ms": round(stats["p50_us"] / 1000, 2),
+        "p95_ms": round(stats["p95_us"] / 1000, 2),
+        "p99_ms": round(stats["p99_us"] / 1000, 2),
+    }
+
+
 def run_server(cmd, url, texts, path, body, headers, levels, seconds, info=None) -> list[dict]:
     proc = subprocess.Popen(
         cmd, env=ENV, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -105,7 +171,10 @@ def run_server(cmd, url, texts, path, body, headers, levels, seconds, info=None)
             print("tuneforge serves with", info, flush=True)
         out = []
         for clients in levels:
-            result = asyncio.run(load(url, path, body, headers, texts, clients, seconds))
+            if LOAD_CLIENT == "wrk":
+                result = wrk_load(url, path, body, headers, texts, clients, seconds)
+            else:
+                result = asyncio.run(load(url, path, body, headers, texts, clients, seconds))
             print(result, flush=True)
             out.append(result)
         return out
@@ -126,9 +195,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--onnx-threads", type=int, default=None)
+    parser.add_argument(
+        "--load-client",
+        choices=["auto", "wrk", "httpx"],
+        default="auto",
+        help="wrk (C, Debian package) when installed, else asyncio + httpx.",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     texts, _ = read_csv(args.data)
+    global LOAD_CLIENT
+    LOAD_CLIENT = args.load_client
+    if LOAD_CLIENT == "auto":
+        LOAD_CLIENT = "wrk" if shutil.which("wrk") else "httpx"
+    print(f"load client: {LOAD_CLIENT}", flush=True)
     bundle = args.bundle.resolve()
     python = sys.executable
     tuneforge = [python, "-m", "tuneforge"]
@@ -191,6 +272,8 @@ def main() -> None:
             .splitlines()[-1]
         )
         ENV["TUNEFORGE_BACKEND"] = args.backend
+        if args.onnx_threads:
+            ENV["TUNEFORGE_ONNX_THREADS"] = str(args.onnx_threads)
         served: dict = {}
         tuneforge_results = run_server(
             [
@@ -240,6 +323,8 @@ def main() -> None:
                 "data": args.data,
                 "seconds_per_level": args.seconds,
                 "backend": args.backend,
+                "onnx_threads": args.onnx_threads,
+                "load_client": LOAD_CLIENT,
                 "tuneforge_model": served,
                 "results": rows,
                 "env": env_info(),

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tuneforge.errors import InputError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+READ_ONLY = "tuneforge_read_only"  # execution option of sessions that only read
 
 
 def sqlite_url(path: Path) -> str:
@@ -67,7 +68,10 @@ def make_engine(url: str) -> Engine:
             # is locked", no busy wait) when another process wrote in between; with the lock
             # taken up front, writers queue on busy_timeout instead, and two claimers can
             # never both read the same "queued" row. Transactions here are all short.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only sessions (``READ_ONLY``: API-key and model lookups on every request)
+            # begin deferred: in WAL mode they never wait for a writer.
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -10,13 +10,15 @@ job was cancelled, paused or taken over, and the worker must stop its child at o
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tuneforge.jobs.db import session_factory
+from tuneforge.jobs.db import READ_ONLY, session_factory
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.tables import Checkpoint, Job, JobEvent, Worker
 
@@ -45,6 +47,13 @@ class JobStore:
         self.engine = engine
         self.sessions: sessionmaker[Session] = session_factory(engine)
         self._skip_locked = engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for lookups only: it never takes (or waits for) the write lock."""
+        with self.sessions() as session:
+            session.connection(execution_options={READ_ONLY: True})
+            yield session
 
     # ------------------------------------------------------------ events
 

@@ -7,6 +7,7 @@ adapter bundles (LoRA, IA3) run on torch and share one copy of their base model.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -51,6 +52,7 @@ class CacheSettings:
     max_queue: int = 1024
     pinned: frozenset[str] = frozenset()
     threads: int = 2
+    onnx_threads: int | None = None
 
 
 class ModelCache:
@@ -62,6 +64,7 @@ class ModelCache:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self.bases = SharedBases()
+        self._tokenizers: dict[str, object] = {}
         self.executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="tuneforge-infer")
         self.evictions = 0
 
@@ -83,25 +86,33 @@ class ModelCache:
                 self._evict_over_budget(keep=model_id)
             return loaded
 
+    def peek(self, model_id: str) -> LoadedModel | None:
+        """The model if it is loaded (marked as just used), else None; never loads."""
+        with self._lock:
+            loaded = self._models.get(model_id)
+            if loaded is not None:
+                self._models.move_to_end(model_id)
+            return loaded
+
     def _load(self, model_id: str, bundle: Path) -> LoadedModel:
         started = time.perf_counter()
         info = read_bundle(bundle)
         base_key = None
         if info.adapter:
-            from transformers import AutoTokenizer
-
-            model, base_key, own = self.bases.load_adapter_model(info)
-            tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer")
-            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             import torch
 
+            model, base_key, own = self.bases.load_adapter_model(info)
+            tokenizer = self._tokenizer(info.path / "tokenizer")
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             predictor = Predictor(info, TorchBackend(model, pad_id, torch.device("cpu")), tokenizer)
+            _trim_heap()  # the temporary full model built while loading goes back to the OS
         else:
             predictor = Predictor.load(
                 bundle,
                 device="cpu",
                 backend=self.settings.backend,
                 max_accuracy_drop=self.settings.max_accuracy_drop,
+                threads=self.settings.onnx_threads,
             )
             own = _predictor_bytes(predictor)
         batcher = MicroBatcher(
@@ -114,6 +125,25 @@ class ModelCache:
         return LoadedModel(
             model_id, predictor, batcher, own, base_key, time.perf_counter() - started
         )
+
+    def _tokenizer(self, folder: Path):
+        """Adapters of one base usually carry the same tokenizer: load it once (by content)."""
+        import hashlib
+
+        from transformers import AutoTokenizer
+
+        digest = hashlib.sha256()
+        for file in sorted(folder.iterdir()):
+            if file.is_file():
+                digest.update(file.name.encode() + b"\0" + file.read_bytes())
+        key = digest.hexdigest()
+        with self._lock:
+            tokenizer = self._tokenizers.get(key)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            with self._lock:
+                tokenizer = self._tokenizers.setdefault(key, tokenizer)
+        return tokenizer
 
     def _used_bytes(self) -> int:
         bases = {m.base_key for m in self._models.values() if m.base_key}
@@ -171,10 +201,26 @@ class ModelCache:
 
 
 def _runner(predictor: Predictor):
+    """Batch function: one row per text, the probabilities then the text's token count
+    (tokenised once, for the answer's ``usage``)."""
+    from tuneforge.data.encode import encode_texts
+    from tuneforge.inference.runner import sigmoid, softmax
+
     def run(texts) -> np.ndarray:
-        return predictor.probabilities(texts, batch_size=len(texts))
+        encoded = encode_texts(predictor.tokenizer, list(texts), predictor.info.max_length)
+        logits = predictor.backend.logits(encoded, len(texts))
+        probs = sigmoid(logits) if predictor.multi_label else softmax(logits)
+        return np.hstack([probs, encoded.lengths[:, None].astype(np.float64)])
 
     return run
+
+
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc); a no-op elsewhere."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _predictor_bytes(predictor: Predictor) -> int:

@@ -34,6 +34,8 @@ class AppState:
     limiter: RateLimiter
     metrics: Metrics
     workers: list[Worker] = field(default_factory=list)
+    # (project, model name or alias) -> (model id, valid until monotonic time)
+    resolved: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     threads: list[threading.Thread] = field(default_factory=list)
 
     @property
@@ -65,6 +67,7 @@ def cache_settings(settings: Settings) -> CacheSettings:
         max_queue=settings.queue_max_texts,
         pinned=frozenset(settings.pinned_models),
         threads=settings.inference_threads,
+        onnx_threads=settings.onnx_threads,
     )
 
 

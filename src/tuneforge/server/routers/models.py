@@ -61,11 +61,15 @@ def retrieve_alias(state: State, principal: Reader, name: AliasName) -> dict:
 def promote_alias(state: State, principal: Admin, name: AliasName, body: AliasSet) -> dict:
     """Point an alias at a fine-tuned model (promote)."""
     with state.sessions() as session:
-        return service.promote(session, principal.project, name, body.model)
+        alias = service.promote(session, principal.project, name, body.model)
+    state.resolved.clear()  # the alias names another model from the next request on
+    return alias
 
 
 @router.post("/v1/aliases/{name}/rollback", response_model=AliasObject, tags=["aliases"])
 def rollback_alias(state: State, principal: Admin, name: AliasName) -> dict:
     """Point an alias back at its previous model."""
     with state.sessions() as session:
-        return service.rollback(session, principal.project, name)
+        alias = service.rollback(session, principal.project, name)
+    state.resolved.clear()
+    return alias

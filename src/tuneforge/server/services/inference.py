@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 
 from tuneforge.inference.batching import QueueFull, RequestTimeout
-from tuneforge.inference.predictor import Prediction, Predictor
+from tuneforge.inference.predictor import Prediction
 from tuneforge.jobs.ids import new_id
 from tuneforge.server.errors import APIError
 from tuneforge.server.model_cache import LoadedModel
@@ -17,11 +17,34 @@ from tuneforge.server.schemas.inference import MAX_CHARS, MAX_INPUTS, ChatMessag
 from tuneforge.server.services.models import bundle_for
 from tuneforge.server.state import AppState
 
+RESOLVE_TTL = 1.0  # seconds a (project, model name) -> model id lookup is reused
+
 
 def _load(state: AppState, project: str, model: str) -> LoadedModel:
-    with state.sessions() as session:
+    with state.store.read() as session:
         model_id, bundle = bundle_for(state, session, project, model)
     return state.models.get(model_id, bundle)
+
+
+async def _resolve(state: AppState, project: str, model: str) -> LoadedModel:
+    """The loaded model: looked up in the event loop, loaded in a thread only when needed.
+
+    Which id a name (or alias) means is remembered for ``RESOLVE_TTL`` seconds, so a busy
+    model costs no database read per request; a deleted model or a moved alias is seen
+    within that time (at once when the change goes through this server).
+    """
+    key = (project, model)
+    hit = state.resolved.get(key)
+    if hit is not None and hit[1] > time.monotonic():
+        model_id = hit[0]
+    else:
+        with state.store.read() as session:
+            model_id, _bundle = bundle_for(state, session, project, model)
+        state.resolved[key] = (model_id, time.monotonic() + RESOLVE_TTL)
+    loaded = state.models.peek(model_id)
+    if loaded is not None:
+        return loaded
+    return await run_in_threadpool(_load, state, project, model)
 
 
 async def predict(
@@ -31,12 +54,16 @@ async def predict(
     texts: list[str],
     top_k: int | None,
     threshold: float | None,
-) -> tuple[LoadedModel, list[Prediction]]:
+) -> tuple[LoadedModel, list[Prediction], int]:
     """Resolve the model (loading it off the event loop), then classify through its
-    micro-batcher; 503 when its queue is full, 504 past the request timeout."""
-    loaded = await run_in_threadpool(_load, state, project, model)
+    micro-batcher; 503 when its queue is full, 504 past the request timeout.
+
+    Returns:
+        The model, one prediction per text, and the number of tokens the texts took.
+    """
+    loaded = await _resolve(state, project, model)
     try:
-        probs = await loaded.batcher.submit(texts, timeout=state.settings.request_timeout_seconds)
+        rows = await loaded.batcher.submit(texts, timeout=state.settings.request_timeout_seconds)
     except QueueFull as exc:
         raise APIError(
             503,
@@ -53,7 +80,9 @@ async def predict(
             code="timeout",
         ) from None
     state.metrics.predictions.labels(loaded.model_id).inc(len(texts))
-    return loaded, loaded.predictor.decide(probs, top_k=top_k, threshold=threshold)
+    tokens = int(rows[:, -1].sum())
+    probs = rows[:, :-1]
+    return loaded, loaded.predictor.decide(probs, top_k=top_k, threshold=threshold), tokens
 
 
 def _check_texts(texts: list[str], param: str) -> None:
@@ -73,13 +102,6 @@ def _check_texts(texts: list[str], param: str) -> None:
             )
 
 
-def _token_count(predictor: Predictor, texts: list[str]) -> int:
-    lengths = predictor.tokenizer(
-        texts, truncation=True, max_length=predictor.info.max_length, return_length=True
-    )["length"]
-    return int(sum(lengths))
-
-
 async def classify(
     state: AppState,
     project: str,
@@ -91,9 +113,8 @@ async def classify(
     """Labels and scores for every input."""
     texts = [inputs] if isinstance(inputs, str) else list(inputs)
     _check_texts(texts, "input")
-    loaded, predictions = await predict(state, project, model, texts, top_k, threshold)
+    loaded, predictions, tokens = await predict(state, project, model, texts, top_k, threshold)
     model_id = loaded.model_id
-    tokens = _token_count(loaded.predictor, texts)
     return {
         "object": "list",
         "model": model_id,
@@ -137,8 +158,10 @@ async def chat_completion(state: AppState, project: str, body: ChatRequest) -> d
     text = _text_of(users[-1])
     _check_texts([text], "messages")
     top = body.top_logprobs or 0
-    loaded, (prediction,) = await predict(state, project, body.model, [text], max(top, 1), None)
-    model_id, predictor = loaded.model_id, loaded.predictor
+    loaded, (prediction,), prompt_tokens = await predict(
+        state, project, body.model, [text], max(top, 1), None
+    )
+    model_id = loaded.model_id
     label = prediction.label if prediction.label is not None else ""
     logprobs = None
     if body.logprobs:
@@ -153,7 +176,6 @@ async def chat_completion(state: AppState, project: str, body: ChatRequest) -> d
         chosen = entry(label, prediction.score)
         chosen["top_logprobs"] = [entry(lab, p) for lab, p in prediction.top_k[:top]]
         logprobs = {"content": [chosen], "refusal": None}
-    prompt_tokens = _token_count(predictor, [text])
     return {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",

@@ -110,6 +110,7 @@ def delete_model(state: AppState, session: Session, project: str, model_id: str)
     row.deleted = True
     session.commit()
     state.models.evict(model_id)
+    state.resolved.clear()
     shutil.rmtree(state.layout.root / row.bundle, ignore_errors=True)
 
 
