@@ -10,6 +10,7 @@ arithmetic independent of the batch.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -121,13 +122,7 @@ def _export_fp32(model: torch.nn.Module, path: Path, vocab_size: int) -> None:
 
 
 def _quantize_int8(fp32: Path, out: Path, calibration: EncodedTexts, pad_id: int) -> None:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader
 
     from tuneforge.inference.backends import pad_batch
 
@@ -142,10 +137,24 @@ def _quantize_int8(fp32: Path, out: Path, calibration: EncodedTexts, pad_id: int
             ids, mask = pad_batch(calibration.ids[start : start + 16], pad_id)
             return {"input_ids": ids, "attention_mask": mask}
 
+    # onnxruntime logs a generic "consider pre-processing" hint on the root logger; our
+    # graph is exported by torch with shapes, and the result is measured right after.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        _quantize(fp32, out, Reader())
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(fp32: Path, out: Path, reader) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     quantize_static(
         str(fp32),
         str(out),
-        Reader(),
+        reader,
         quant_format=QuantFormat.QOperator,
         op_types_to_quantize=["MatMul"],
         nodes_to_exclude=sensitive_matmuls(fp32),
