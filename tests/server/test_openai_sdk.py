@@ -48,6 +48,7 @@ def test_openai_client_fine_tunes_and_serves_a_classifier(server: LiveServer, tm
         time.sleep(0.5)
         job = client.fine_tuning.jobs.retrieve(job.id)
     assert job.status == "succeeded", job.error
+    assert job.hyperparameters.n_epochs == 3 and job.hyperparameters.batch_size == 8
     assert job.fine_tuned_model == f"ft:{TINY}:acme:reviews:{job.id}"
     assert job.trained_tokens and job.trained_tokens > 0
     assert job.finished_at >= job.created_at

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -95,3 +96,19 @@ def record_success(session: Session, job: Job, layout: DataDir, trained_tokens: 
     job.fine_tuned_model = model_id
     job.result_files = [file_id]
     job.trained_tokens = trained_tokens
+    job.hyperparameters = resolved_hyperparameters(job.hyperparameters, bundle)
+
+
+def resolved_hyperparameters(requested: dict[str, Any], bundle: Path) -> dict[str, Any]:
+    """The requested hyperparameters with every ``auto`` replaced by what the run used (as
+    the OpenAI API reports them once a job ran)."""
+    config_path = bundle / "run_config.json"
+    if not config_path.is_file():
+        return dict(requested)
+    train = json.loads(config_path.read_text(encoding="utf-8"))["train"]
+    out = dict(requested)
+    out["n_epochs"] = train["epochs"]
+    out["batch_size"] = train["batch_size"]
+    if out.get("learning_rate_multiplier", "auto") == "auto":
+        out["learning_rate_multiplier"] = 1.0
+    return out
