@@ -45,10 +45,28 @@ def build_state(settings: Settings) -> AppState:
         limiter=RateLimiter(settings.rate_limit_per_minute),
         metrics=None,  # type: ignore[arg-type] - set below (it reads the state)
     )
+    fail_interrupted_validations(store)
     state.metrics = Metrics(
         state.job_counts, lambda: store.live_workers(settings.worker_timeout_seconds)
     )
     return state
+
+
+def fail_interrupted_validations(store: JobStore) -> None:
+    """Jobs left in ``validating_files`` by a server that stopped mid-request: fail them
+    with the reason (their files were never checked), so none waits forever."""
+    import time
+
+    from sqlalchemy import select
+
+    from tuneforge.jobs.tables import Job
+
+    with store.sessions.begin() as session:
+        for job in session.scalars(select(Job).where(Job.status == "validating_files")):
+            message = "The server stopped while validating the files; create the job again."
+            job.status, job.finished_at = "failed", int(time.time())
+            job.error = {"code": "validation_interrupted", "message": message, "param": None}
+            store.add_event(job.id, message, level="error", session=session)
 
 
 def start_workers(state: AppState) -> None:

@@ -119,3 +119,43 @@ def test_scopes_are_validated_and_keys_hashed():
         with pytest.raises(InputError):
             parse_scopes(bad)
     assert hash_key("tf-abc") != "tf-abc" and len(hash_key("tf-abc")) == 64
+
+
+def test_jobs_left_validating_by_a_stopped_server_fail_at_start(tmp_path: Path):
+    import time
+
+    from sqlalchemy import select
+
+    from tuneforge.jobs.tables import Job, JobEvent
+    from tuneforge.server.app import build_state
+    from tuneforge.server.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", workers=0)
+    state = build_state(settings)
+    with state.sessions.begin() as session:
+        for job_id, status in (("ftjob-stuck", "validating_files"), ("ftjob-ok", "queued")):
+            session.add(
+                Job(
+                    id=job_id,
+                    project="p",
+                    model="m",
+                    training_file="file-x",
+                    hyperparameters={},
+                    method={},
+                    seed=0,
+                    run_config={},
+                    status=status,
+                    result_files=[],
+                    created_at=int(time.time()),
+                    queued_at=time.time(),
+                )
+            )
+    state.engine.dispose()
+    state = build_state(settings)  # a restart
+    with state.sessions() as session:
+        stuck, ok = session.get(Job, "ftjob-stuck"), session.get(Job, "ftjob-ok")
+        assert stuck.status == "failed" and stuck.error["code"] == "validation_interrupted"
+        assert ok.status == "queued"
+        events = session.scalars(select(JobEvent.message).where(JobEvent.job_id == stuck.id))
+        assert any("validating" in m for m in events)
+    state.engine.dispose()
