@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import statistics
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tuneforge.bundle import BundleInfo, atomic_write_json, read_bundle
+from tuneforge.bundle import BundleInfo, atomic_write_json, publish, read_bundle
 from tuneforge.data.encode import EncodedTexts, encode_texts
 from tuneforge.data.labels import LabelMap
 from tuneforge.data.splits import row_hash
@@ -307,14 +306,7 @@ def export_bundle(
             "backends": report,
         }
         atomic_write_json(stage / EXPORT_REPORT, result)
-        final = info.path / ONNX_DIR
-        old = None
-        if final.exists():
-            old = info.path / f".onnx.old.{os.getpid()}"
-            final.rename(old)
-        stage.rename(final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish(stage, info.path / ONNX_DIR)
         return result
     finally:
         shutil.rmtree(stage, ignore_errors=True)

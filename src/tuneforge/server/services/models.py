@@ -139,14 +139,24 @@ def _active_alias(session: Session, project: str, name: str) -> Alias | None:
     )
 
 
-def alias_object(session: Session, project: str, name: str) -> dict[str, Any]:
-    """An alias with its history (newest first)."""
-    rows = session.scalars(
-        select(Alias).where(Alias.project == project, Alias.name == name).order_by(Alias.seq.desc())
-    ).all()
+def _alias_history(session: Session, project: str, name: str) -> tuple[list[Alias], Alias]:
+    """An alias's rows, newest first, and the active one; 404 when there is none."""
+    rows = list(
+        session.scalars(
+            select(Alias)
+            .where(Alias.project == project, Alias.name == name)
+            .order_by(Alias.seq.desc())
+        )
+    )
     active = next((r for r in rows if r.active), None)
     if active is None:
         raise APIError(404, f"No such alias: {name}", code="not_found", param="name")
+    return rows, active
+
+
+def alias_object(session: Session, project: str, name: str) -> dict[str, Any]:
+    """An alias with its history (newest first)."""
+    rows, active = _alias_history(session, project, name)
     return {
         "name": name,
         "object": "alias",
@@ -185,12 +195,7 @@ def promote(session: Session, project: str, name: str, model_id: str) -> dict[st
 
 def rollback(session: Session, project: str, name: str) -> dict[str, Any]:
     """Point ``name`` back at the model it named before; 409 without history."""
-    rows = session.scalars(
-        select(Alias).where(Alias.project == project, Alias.name == name).order_by(Alias.seq.desc())
-    ).all()
-    active = next((r for r in rows if r.active), None)
-    if active is None:
-        raise APIError(404, f"No such alias: {name}", code="not_found", param="name")
+    rows, active = _alias_history(session, project, name)
     previous = next(
         (
             r
