@@ -3,7 +3,9 @@
 Makes N adapter bundles from one LoRA bundle (copies whose adapter weights get independent
 random perturbations, so each is a distinct model with its own tensors), then, in a fresh
 process per N, loads them into the server's model cache (adapters share one base) and
-classifies one text with each. Reports the process memory (RSS) the models add, the
+classifies one text with each. Reports the process memory (RSS) the models add — after
+that one request, and again after every weight was read once (all pages of the
+memory-mapped weights resident, as in a server that has run a while) — the
 first-request latency (load + classify) per model, and, in the same run, the memory of ONE
 full (non-adapter) bundle loaded the same way. Last, with a cache that holds fewer models than
 there are, a request for an evicted model must still succeed.
@@ -30,11 +32,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import env_info, write_json
 
 
-def rss_bytes() -> int:
+def rss_bytes(field: str = "VmRSS") -> int:
+    """Resident memory of this process: ``VmRSS`` (all), ``RssAnon`` (private heap) or
+    ``RssFile`` (pages of memory-mapped files, such as safetensors weights)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
+
+
+def touch_weights(cache) -> None:
+    """Read every weight of every loaded model once, as a long-running server eventually
+    does: the untouched pages of a memory-mapped embedding matrix become resident."""
+    import torch
+
+    with torch.no_grad():
+        for model_id in cache.loaded():
+            model = getattr(cache.get(model_id, Path()).predictor.backend, "model", None)
+            for tensor in model.state_dict().values() if model is not None else ():
+                float(tensor.float().sum())
 
 
 def trim_heap() -> None:
@@ -80,17 +96,28 @@ def child(args: argparse.Namespace) -> None:
     del warm
     gc.collect()
     trim_heap()  # what the warm-up freed goes back to the OS, or the models reuse it unseen
-    before = rss_bytes()
+    before = {f: rss_bytes(f) for f in ("VmRSS", "RssAnon", "RssFile")}
     first = []
     for i, bundle in enumerate(bundles):
         t = time.perf_counter()
         loaded = cache.get(f"m{i}", bundle)
         loaded.predictor.predict("a surprisingly good film")
         first.append(time.perf_counter() - t)
-    after = rss_bytes()
+    after = {f: rss_bytes(f) for f in ("VmRSS", "RssAnon", "RssFile")}
+    touch_weights(cache)
+    resident = {f: rss_bytes(f) for f in ("VmRSS", "RssAnon", "RssFile")}
+
+    def added(now: dict[str, int], field: str) -> float:
+        return round((now[field] - before[field]) / 2**20, 1)
+
     result = {
         "n": len(bundles),
-        "rss_added_mb": round((after - before) / 2**20, 1),
+        "rss_added_mb": added(after, "VmRSS"),
+        "rss_anon_added_mb": added(after, "RssAnon"),
+        "rss_file_added_mb": added(after, "RssFile"),
+        "resident_rss_added_mb": added(resident, "VmRSS"),
+        "resident_rss_anon_added_mb": added(resident, "RssAnon"),
+        "resident_rss_file_added_mb": added(resident, "RssFile"),
         "cache_accounted_mb": round(cache.describe()["used_bytes"] / 2**20, 3),
         "cache_accounted_bytes": cache.describe()["used_bytes"],
         "loaded": len(cache.loaded()),
@@ -153,6 +180,9 @@ def main() -> None:
         for n in args.counts:
             row = run_child(copies[:n], args.lora)
             row["ratio_to_one_full_model"] = round(row["rss_added_mb"] / full["rss_added_mb"], 3)
+            row["resident_ratio_to_one_full_model"] = round(
+                row["resident_rss_added_mb"] / full["resident_rss_added_mb"], 3
+            )
             print(row, flush=True)
             rows.append(row)
         # a cache that holds ~half the adapters: the 51st request, for an evicted one, works

@@ -16,6 +16,7 @@ Run:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -108,6 +109,11 @@ def main() -> None:
     parser.add_argument("--n-single", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch/ORT threads.")
+    parser.add_argument(
+        "--no-spin",
+        action="store_true",
+        help="ONNX Runtime threads sleep between operators (the server's setting).",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -124,7 +130,9 @@ def main() -> None:
         if backend != "torch" and not onnx_path(args.bundle, backend).is_file():
             print(f"skipping {backend}: not exported", file=sys.stderr)
             continue
-        predictor = Predictor.load(args.bundle, backend=backend, device="cpu", threads=args.threads)
+        predictor = Predictor.load(
+            args.bundle, backend=backend, device="cpu", threads=args.threads, spin=not args.no_spin
+        )
         results.append(measure_predictor(predictor, texts, labels, args.n_single, args.repeats))
         print(results[-1], flush=True)
         del predictor
@@ -153,6 +161,10 @@ def main() -> None:
                 "bundle": str(args.bundle),
                 "data": args.data,
                 "n_texts": len(texts),
+                "onnx_spin": not args.no_spin,
+                "export": json.loads((args.bundle / "onnx" / "export.json").read_text())
+                if (args.bundle / "onnx" / "export.json").is_file()
+                else None,
                 "results": results,
                 "env": env_info(),
             },

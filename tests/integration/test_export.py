@@ -76,9 +76,43 @@ def test_export_writes_models_and_a_measured_report(exported: Path):
         assert entry["batch1_ms_p50"] > 0 and entry["batch32_per_s"] > 0
     import onnx
 
+    assert report["fused_attention"] is True, "a BERT's attention fuses into one kernel"
+    fp32_ops = {n.op_type for n in onnx.load(str(exported / "onnx" / "model.onnx")).graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= fp32_ops
     ops = {n.op_type for n in onnx.load(str(exported / "onnx" / "model.int8.onnx")).graph.node}
-    assert "QLinearMatMul" in ops, "MatMuls are quantized with fixed (calibrated) scales"
+    assert {"QAttention", "MatMulIntegerToFloat", "QuantizeLinear"} <= ops, "int8 kernels"
+    assert "MatMulInteger" not in ops, "every int8 MatMul uses the fused kernel"
     assert "DynamicQuantizeLinear" not in ops, "no per-batch activation scales"
+
+
+def test_a_model_that_does_not_fuse_exports_the_plain_graph(
+    exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Architectures ONNX Runtime's optimizer does not recognise keep the plain graph; int8
+    then leaves the activation x activation MatMuls in fp32 and stays batch-invariant."""
+    import onnx
+
+    import tuneforge.inference.export as export
+
+    def no_fusion(raw: Path, out: Path, **_: int) -> bool:
+        shutil.copyfile(raw, out)
+        return False
+
+    monkeypatch.setattr(export, "fuse_transformer", no_fusion)
+    bundle = tmp_path / "plain"
+    shutil.copytree(exported, bundle, ignore=shutil.ignore_patterns("onnx"))
+    report = export_bundle(bundle)
+    assert report["fused_attention"] is False
+    assert report["backends"]["onnx-int8"]["label_agreement"] >= 0.95
+    graph = onnx.load(str(bundle / "onnx" / "model.int8.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert "Attention" not in ops and "DynamicQuantizeLinear" not in ops
+    assert "MatMulIntegerToFloat" in ops and ops.count("MatMul") == 4, "QK^T, PV stay fp32"
+    predictor = Predictor.load(bundle, backend="onnx-int8")
+    texts = mixed_texts(32, seed=5)
+    alone = np.vstack([predictor.probabilities([t]) for t in texts])
+    batched = predictor.probabilities(texts, batch_size=32)
+    assert np.abs(batched - alone).max() <= SCORE_BOUND["onnx-int8"]
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx", "onnx-int8"])

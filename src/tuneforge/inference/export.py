@@ -1,16 +1,15 @@
 """Export a bundle to ONNX (fp32, and int8 with calibrated activation scales) and record
 what each backend costs in accuracy and gains in speed, on the bundle's validation split.
 
-int8 uses *static* quantization: weights per channel, activation scales fixed from
-calibration texts, MatMuls only. Dynamic quantization (scales computed per batch) makes a
-text's label depend on the other texts in its batch; fixed scales make every row's integer
-arithmetic independent of the batch.
+The fp32 graph gets ONNX Runtime's transformer fusions where every layer fuses; int8 uses
+weights per channel and activation scales fixed from calibration texts (``onnx_graph``).
+Dynamic quantization (scales computed per batch) makes a text's label depend on the other
+texts in its batch; fixed scales make every row's integer arithmetic independent of the batch.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import statistics
 import tempfile
@@ -38,6 +37,7 @@ from tuneforge.inference.backends import (
     TorchBackend,
     onnx_path,
 )
+from tuneforge.inference.onnx_graph import fuse_transformer, quantize_int8
 
 EXPORT_REPORT = "export.json"
 CALIBRATION_TEXTS = 256
@@ -90,7 +90,9 @@ def bundle_validation(info: BundleInfo, override: str | None = None) -> Validati
     return ValidationData([table.texts[i] for i in keep], [table.labels[i] for i in keep], source)
 
 
-def _export_fp32(model: torch.nn.Module, path: Path, vocab_size: int) -> None:
+def _export_fp32(model: torch.nn.Module, path: Path, vocab_size: int) -> bool:
+    """Export ``model`` to ``path`` (fused where ONNX Runtime can); returns whether fused."""
+
     class Logits(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
             super().__init__()
@@ -99,11 +101,17 @@ def _export_fp32(model: torch.nn.Module, path: Path, vocab_size: int) -> None:
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
 
+    # Eager attention exports the matmul/softmax pattern ONNX Runtime's fusion recognises
+    # (SDPA exports one that it does not); the numbers are the same.
+    attention = getattr(model.config, "_attn_implementation", None)
+    if attention and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
     wrapper = Logits(model).eval()
     ids = torch.randint(5, max(6, vocab_size - 1), (2, 12))
     mask = torch.ones_like(ids)
     mask[1, 8:] = 0
     axes = {0: "batch", 1: "sequence"}
+    raw = path.with_name("raw." + path.name)
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # The tracer warns about Python-level shape checks inside transformers' attention;
         # the export is checked against torch on real texts of other shapes right after.
@@ -111,89 +119,26 @@ def _export_fp32(model: torch.nn.Module, path: Path, vocab_size: int) -> None:
         torch.onnx.export(
             wrapper,
             (ids, mask),
-            str(path),
+            str(raw),
             input_names=["input_ids", "attention_mask"],
             output_names=["logits"],
             dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
-
-
-def _quantize_int8(fp32: Path, out: Path, calibration: EncodedTexts, pad_id: int) -> None:
-    from onnxruntime.quantization import CalibrationDataReader
-
-    from tuneforge.inference.backends import pad_batch
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.rows = iter(range(0, len(calibration), 16))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            start = next(self.rows, None)
-            if start is None:
-                return None
-            ids, mask = pad_batch(calibration.ids[start : start + 16], pad_id)
-            return {"input_ids": ids, "attention_mask": mask}
-
-    # onnxruntime logs a generic "consider pre-processing" hint on the root logger; our
-    # graph is exported by torch with shapes, and the result is measured right after.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    if attention and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(attention)  # the torch backend measured next
+    config = model.config
     try:
-        _quantize(fp32, out, Reader())
+        return fuse_transformer(
+            raw,
+            path,
+            num_heads=int(getattr(config, "num_attention_heads", 0)),
+            hidden_size=int(getattr(config, "hidden_size", 0)),
+            num_layers=int(getattr(config, "num_hidden_layers", -1)),
+        )
     finally:
-        root.setLevel(level)
-
-
-def _quantize(fp32: Path, out: Path, reader) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    quantize_static(
-        str(fp32),
-        str(out),
-        reader,
-        quant_format=QuantFormat.QOperator,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_exclude=sensitive_matmuls(fp32),
-        per_channel=True,
-        reduce_range=True,  # 7-bit weights: no VPMADDUBSW saturation on AVX2/AVX-512 CPUs
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-
-
-# Feed-forward output projections by model family: their inputs (GELU outputs) have outliers
-# that one fixed int8 scale cannot hold.
-FFN_OUT_PATTERNS = ("/output/dense/", "/ffn/lin2/", "/mlp/fc2/", "/dense_4h_to_h/")
-
-
-def sensitive_matmuls(model_path: Path) -> list[str]:
-    """MatMuls kept in fp32 by the int8 export.
-
-    - activation x activation (attention scores, attention x values): no weights to
-      quantize, and fixed scales on attention probabilities are the largest error source;
-    - feed-forward output projections (see ``FFN_OUT_PATTERNS``).
-
-    Measured on SST-2 (all-MiniLM-L6-v2, 872 validation texts): quantizing every MatMul
-    agreed with fp32 on 96.0% of labels; with these 18 of 48 MatMuls kept in fp32, 98.3%
-    (accuracy 0.8716 vs 0.8681 fp32) at 0.88x the batch-32 throughput.
-    """
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    weights = {init.name for init in graph.initializer}
-    keep = []
-    for node in graph.node:
-        if node.op_type != "MatMul":
-            continue
-        no_weight = not any(name in weights for name in node.input)
-        ffn_out = "attention" not in node.name and any(p in node.name for p in FFN_OUT_PATTERNS)
-        if no_weight or ffn_out:
-            keep.append(node.name)
-    return keep
+        raw.unlink(missing_ok=True)
 
 
 def _time_backend(backend: Backend, encoded: EncodedTexts, n_single: int = 64) -> dict[str, float]:
@@ -256,14 +201,15 @@ def export_bundle(
     stage = Path(tempfile.mkdtemp(prefix=".onnx.", dir=info.path))
     try:
         log("exporting fp32 ONNX")
-        _export_fp32(model, stage / "model.onnx", getattr(tokenizer, "vocab_size", 100))
+        fused = _export_fp32(model, stage / "model.onnx", getattr(tokenizer, "vocab_size", 100))
         names = ["onnx"]
         if int8:
             log(f"calibrating int8 on {min(len(encoded), CALIBRATION_TEXTS)} validation texts")
             rng = np.random.default_rng(0)
             pick = rng.permutation(len(encoded))[:CALIBRATION_TEXTS]
-            calib = EncodedTexts([encoded.ids[i] for i in pick], encoded.lengths[pick], 0)
-            _quantize_int8(stage / "model.onnx", stage / "model.int8.onnx", calib, pad_id)
+            quantize_int8(
+                stage / "model.onnx", stage / "model.int8.onnx", [encoded.ids[i] for i in pick]
+            )
             names.append("onnx-int8")
         backends: dict[str, Backend] = {"torch": reference}
         for name in names:
@@ -302,6 +248,7 @@ def export_bundle(
             "reference": "torch",
             "validation": {"source": data.source, "rows": len(data.texts)},
             "onnxruntime": _ort_version(),
+            "fused_attention": fused,
             "created_at": int(time.time()),
             "backends": report,
         }

@@ -138,6 +138,7 @@ class Predictor:
         backend: str = "torch",
         max_accuracy_drop: float = 0.01,
         threads: int | None = None,
+        spin: bool = True,
     ) -> Predictor:
         """Load a bundle directory.
 
@@ -150,6 +151,8 @@ class Predictor:
                 is at most ``max_accuracy_drop`` (torch when none is).
             max_accuracy_drop: The bound for ``auto`` (0.01 = one accuracy point).
             threads: ONNX Runtime intra-op threads (None: one per core).
+            spin: Let ONNX Runtime's idle threads spin (lowest latency when the process
+                owns its cores); False for a process that shares them, such as a server.
 
         Raises:
             InputError: Not a bundle, an adapter whose base model is missing or differs, or
@@ -179,7 +182,7 @@ class Predictor:
                     f"bundle {info.path} has no {backend} export; run `tuneforge export "
                     f"{info.path} --format onnx{' --int8' if backend == 'onnx-int8' else ''}`"
                 )
-            runner = OnnxBackend(file, pad_id, backend, threads=threads)
+            runner = OnnxBackend(file, pad_id, backend, threads=threads, spin=spin)
         return cls(info, runner, tokenizer)
 
     def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

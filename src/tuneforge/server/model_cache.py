@@ -113,6 +113,7 @@ class ModelCache:
                 backend=self.settings.backend,
                 max_accuracy_drop=self.settings.max_accuracy_drop,
                 threads=self.settings.onnx_threads,
+                spin=False,  # the cores are shared with the event loop
             )
             own = _predictor_bytes(predictor)
         batcher = MicroBatcher(

