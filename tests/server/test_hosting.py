@@ -112,6 +112,37 @@ def test_adapter_bundles_share_one_base_in_memory(bundles):
     assert models.bases.base_bytes(adapters[0].base_key) == 0
 
 
+def test_adapters_of_one_shape_share_one_module_tree_and_run_concurrently(bundles):
+    """LoRA adapters with the same configuration keep only their own tensors and run through
+    one module tree; concurrent batches for different adapters never mix their weights."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tuneforge.inference.shared_base import AdapterView
+
+    models = cache()
+    a, b, ia3 = (models.get(n, bundles[n]) for n in ("lora-a", "lora-b", "ia3-a"))
+    view_a, view_b, view_ia3 = (m.predictor.model for m in (a, b, ia3))
+    assert all(isinstance(v, AdapterView) for v in (view_a, view_b, view_ia3))
+    assert view_a.template is view_b.template, "one tree for both LoRA adapters"
+    assert view_ia3.template is not view_a.template, "IA3 has its own shape"
+    assert view_a.own_tensors.keys() == view_b.own_tensors.keys()
+    assert all(
+        view_a.own_tensors[n].data_ptr() != view_b.own_tensors[n].data_ptr()
+        for n in view_a.own_tensors
+    ), "each adapter keeps its own tensors"
+    texts = [f"{w} film with a {v} ending" for w in ("good", "bad", "dull") for v in ("sad", "")]
+    expected = {
+        name: Predictor.load(bundles[name], backend="torch").probabilities(texts)
+        for name in ("lora-a", "lora-b", "ia3-a")
+    }
+    assert not np.allclose(expected["lora-a"], expected["lora-b"], atol=1e-4)
+    jobs = [("lora-a", a), ("lora-b", b), ("ia3-a", ia3)] * 12
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda job: (job[0], job[1].predictor.probabilities(texts)), jobs))
+    for name, probs in results:
+        assert np.allclose(probs, expected[name], atol=1e-5), name
+
+
 def test_server_answers_503_when_the_queue_is_full_and_504_past_the_timeout(
     tmp_path: Path, tiny_model: Path, bundles
 ):

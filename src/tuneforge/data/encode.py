@@ -50,9 +50,9 @@ def encode_texts(
     Returns:
         The encoded texts.
     """
-    rust = _truncating_backend(tokenizer, max_length)
-    if rust is not None:
-        return _encode_rust(rust, texts, chunk_size)
+    lock = _backend_lock(tokenizer)
+    if lock is not None:
+        return _encode_rust(tokenizer, lock, texts, max_length, chunk_size)
     ids: list[np.ndarray] = []
     truncated = 0
     for start in range(0, len(texts), chunk_size):
@@ -78,45 +78,48 @@ def encode_texts(
     return EncodedTexts(ids=ids, lengths=lengths, truncated=truncated)
 
 
-# One private copy of each fast tokenizer's Rust backend per max_length, with truncation set
-# once. Calling the transformers wrapper costs ~0.2 ms per call in Python (it re-applies its
-# truncation settings and builds a BatchEncoding): most of a single short text's tokenising
-# time, and ~7% of int8 batch-1 latency. The wrapper also mutates shared state per call,
-# which this private copy avoids for concurrent callers.
-_BACKENDS: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
-_BACKENDS_LOCK = threading.Lock()
+# Fast tokenizers are called through their Rust backend directly. The transformers wrapper
+# costs ~0.2 ms per call in Python (it re-applies truncation settings and builds a
+# BatchEncoding): most of a short text's tokenising time, and ~7% of int8 batch-1 latency.
+# The backend's truncation/padding settings are shared state (the wrapper sets them on every
+# call too), so each backend is used under its own lock, set as needed for the call.
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
 
 
-def _truncating_backend(tokenizer: Any, max_length: int) -> Any | None:
-    """The tokenizer's Rust backend, copied, truncating like ``truncation=True`` does."""
+def _backend_lock(tokenizer: Any) -> threading.Lock | None:
+    """The lock guarding ``tokenizer``'s Rust backend, or None for a slow tokenizer."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not hasattr(backend, "encode_batch"):
         return None
-    with _BACKENDS_LOCK:
+    with _LOCKS_LOCK:
         try:
-            per_length = _BACKENDS.setdefault(tokenizer, {})
+            return _LOCKS.setdefault(tokenizer, threading.Lock())
         except TypeError:  # not weak-referenceable: use the wrapper
             return None
-        rust = per_length.get(max_length)
-        if rust is None:
-            rust = type(backend).from_str(backend.to_str())
-            rust.no_padding()
-            rust.enable_truncation(
-                max_length,
-                strategy="longest_first",
-                direction=getattr(tokenizer, "truncation_side", "right"),
-            )
-            per_length[max_length] = rust
-    return rust
 
 
-def _encode_rust(rust: Any, texts: Sequence[str], chunk_size: int) -> EncodedTexts:
+def _encode_rust(
+    tokenizer: Any, lock: threading.Lock, texts: Sequence[str], max_length: int, chunk_size: int
+) -> EncodedTexts:
+    backend = tokenizer.backend_tokenizer
+    truncation = {
+        "max_length": max_length,
+        "stride": 0,
+        "strategy": "longest_first",
+        "direction": getattr(tokenizer, "truncation_side", "right"),
+    }
     ids: list[np.ndarray] = []
     truncated = 0
-    for start in range(0, len(texts), chunk_size):
-        for encoding in rust.encode_batch(list(texts[start : start + chunk_size])):
-            ids.append(np.asarray(encoding.ids, dtype=np.int64))
-            truncated += bool(encoding.overflowing)
+    with lock:
+        if backend.truncation != truncation:
+            backend.enable_truncation(**truncation)
+        if backend.padding is not None:
+            backend.no_padding()
+        for start in range(0, len(texts), chunk_size):
+            for encoding in backend.encode_batch(list(texts[start : start + chunk_size])):
+                ids.append(np.asarray(encoding.ids, dtype=np.int64))
+                truncated += bool(encoding.overflowing)
     lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
     return EncodedTexts(ids=ids, lengths=lengths, truncated=truncated)
 

