@@ -79,6 +79,8 @@ def test_export_writes_models_and_a_measured_report(exported: Path):
     assert report["fused_attention"] is True, "a BERT's attention fuses into one kernel"
     fp32_ops = {n.op_type for n in onnx.load(str(exported / "onnx" / "model.onnx")).graph.node}
     assert {"Attention", "SkipLayerNormalization"} <= fp32_ops
+    fp32_graph = onnx.load(str(exported / "onnx" / "model.onnx")).graph
+    assert sum("first_token" in n.name for n in fp32_graph.node) == 2, "last layer: token 0"
     ops = {n.op_type for n in onnx.load(str(exported / "onnx" / "model.int8.onnx")).graph.node}
     assert {"QAttention", "MatMulIntegerToFloat", "QuantizeLinear"} <= ops, "int8 kernels"
     assert "MatMulInteger" not in ops, "every int8 MatMul uses the fused kernel"
