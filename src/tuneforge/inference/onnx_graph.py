@@ -137,6 +137,8 @@ def first_token_after_last_attention(model: onnx.ModelProto) -> bool:
             continue
         if node.op_type not in ROW_WISE_OPS:
             return False
+        if node.op_type == "MatMul" and node.input[1] not in constants:
+            return False  # token x token (attention scores) is not per token
         sequence.update(node.output)
     outputs = {o.name for o in graph.output}
     if not gathered or sequence & outputs:
@@ -160,9 +162,8 @@ def first_token_after_last_attention(model: onnx.ModelProto) -> bool:
                 name=f"{prefix}_{len(sliced)}",
             ),
         )
-    slices = {id(n) for n in graph.node[last + 1 : last + 3]}
     for node in graph.node[last + 1 :]:
-        if id(node) in slices:
+        if node.name.startswith(prefix):
             continue
         for i, name in enumerate(node.input):
             if name in sliced:
