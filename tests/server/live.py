@@ -42,6 +42,33 @@ class LiveServer:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
+    def upload(self, key: str, name: str, content: bytes) -> str:
+        """Upload a fine-tuning file over HTTP; returns its id."""
+        with self.http(key) as client:
+            response = client.post(
+                "/v1/files", files={"file": (name, content)}, data={"purpose": "fine-tune"}
+            )
+        assert response.status_code == 200, response.text
+        return response.json()["id"]
+
+    def add_model(self, job_id: str, bundle: str, project: str = "acme") -> str:
+        """Record a fine-tuned model row (bundle relative to the data dir); returns its id."""
+        from tuneforge.jobs.tables import FineTunedModel
+
+        model_id = f"ft:{TINY}:{project}::{job_id}"
+        with self.state.sessions.begin() as session:
+            session.add(
+                FineTunedModel(
+                    id=model_id,
+                    project=project,
+                    base_model=TINY,
+                    job_id=job_id,
+                    bundle=bundle,
+                    created_at=int(time.time()),
+                )
+            )
+        return model_id
+
     def openai(self, key: str):
         """The official ``openai`` client pointed at this server."""
         import openai

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,27 +124,14 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterato
     with live_server(server_settings(tmp, tiny_model, workers=0)) as server:
         owner = server.key("acme")
         csv = write_csv(tmp / "train.csv", sentiment_rows(30)).read_bytes()
+        file_id = server.upload(owner, "train.csv", csv)
         with server.http(owner) as client:
-            file_id = client.post(
-                "/v1/files", files={"file": ("train.csv", csv)}, data={"purpose": "fine-tune"}
-            ).json()["id"]
             job = client.post(
                 "/v1/fine_tuning/jobs", json={"model": TINY, "training_file": file_id}
             ).json()
             assert job["status"] == "queued", job  # no worker: it stays queued
             # A fine-tuned model row (training one is the inference tests' business).
-            model_id = f"ft:{TINY}:acme::{job['id']}"
-            with server.state.sessions.begin() as session:
-                session.add(
-                    FineTunedModel(
-                        id=model_id,
-                        project="acme",
-                        base_model=TINY,
-                        job_id=job["id"],
-                        bundle=f"models/{job['id']}",
-                        created_at=int(time.time()),
-                    )
-                )
+            model_id = server.add_model(job["id"], f"models/{job['id']}")
             alias = client.put("/v1/aliases/production", json={"model": model_id})
             assert alias.status_code == 200, alias.text
         with server.state.sessions.begin() as session:

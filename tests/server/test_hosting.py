@@ -4,13 +4,12 @@ choice, and the HTTP answers of micro-batching (503 when the queue is full, 504 
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from tests.server.live import TINY, live_server, server_settings
+from tests.server.live import live_server, server_settings
 
 from conftest import run_cli, sentiment_rows, write_csv
 from tuneforge.inference.predictor import Predictor
@@ -188,20 +187,6 @@ def register(server, bundle: Path) -> str:
     """Put a bundle in the server's data dir as a fine-tuned model of project acme."""
     import shutil
 
-    from tuneforge.jobs.tables import FineTunedModel
-
     dest = server.state.layout.models / f"ftjob-{bundle.name}"
     shutil.copytree(bundle, dest)
-    model_id = f"ft:{TINY}:acme::ftjob-{bundle.name}"
-    with server.state.sessions.begin() as session:
-        session.add(
-            FineTunedModel(
-                id=model_id,
-                project="acme",
-                base_model=TINY,
-                job_id=f"ftjob-{bundle.name}",
-                bundle=str(dest.relative_to(server.state.layout.root)),
-                created_at=int(time.time()),
-            )
-        )
-    return model_id
+    return server.add_model(f"ftjob-{bundle.name}", str(dest.relative_to(server.state.layout.root)))

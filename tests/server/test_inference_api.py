@@ -42,10 +42,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[
     with live_server(server_settings(tmp, tiny_model, workers=2)) as server:
         key = server.key("acme")
         data = write_csv(tmp / "train.csv", sentiment_rows(60)).read_bytes()
+        train = server.upload(key, "train.csv", data)
         with server.http(key) as c:
-            train = c.post(
-                "/v1/files", files={"file": ("train.csv", data)}, data={"purpose": "fine-tune"}
-            ).json()["id"]
             head = {"type": "head", "head": {"hyperparameters": {"n_epochs": 1}}}
             bodies = [
                 {"suffix": "first", "hyperparameters": {"n_epochs": 2, "batch_size": 8}},

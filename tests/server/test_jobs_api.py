@@ -44,12 +44,7 @@ class Env:
         return self.server.http(self.key)
 
     def upload(self, name: str, content: bytes) -> str:
-        with self.client() as c:
-            response = c.post(
-                "/v1/files", files={"file": (name, content)}, data={"purpose": "fine-tune"}
-            )
-        assert response.status_code == 200, response.text
-        return response.json()["id"]
+        return self.server.upload(self.key, name, content)
 
     def create(self, **body) -> httpx.Response:
         with self.client() as c:

@@ -69,19 +69,14 @@ def create_job(
     server: LiveServer, key: str, tmp_path: Path, model: str = TINY, rows: int = 400
 ) -> str:
     """Upload a chat-format training file and start a job on it; returns the job id."""
+    train = chat_jsonl(tmp_path / "train.jsonl", rows)
+    file_id = server.upload(key, "train.jsonl", train.read_bytes())
     with server.http(key) as client:
-        train = chat_jsonl(tmp_path / "train.jsonl", rows)
-        uploaded = client.post(
-            "/v1/files",
-            files={"file": ("train.jsonl", train.read_bytes())},
-            data={"purpose": "fine-tune"},
-        )
-        assert uploaded.status_code == 200, uploaded.text
         response = client.post(
             "/v1/fine_tuning/jobs",
             json={
                 "model": model,
-                "training_file": uploaded.json()["id"],
+                "training_file": file_id,
                 "seed": 3,
                 "hyperparameters": HYPERPARAMETERS,
             },
