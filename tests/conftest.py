@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tuneforge.training.device import cpu_has_fast_bf16
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -71,6 +73,18 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+NO_FAST_BF16 = (
+    "this CPU has no fast bf16 (no AVX-512 BF16/AMX): --precision bf16 is refused here "
+    "and auto trains in fp32, so only the fp32 case runs"
+)
+# Training precisions to run precision-dependent tests in: `--precision auto` is bf16 on
+# CPUs with AVX-512 BF16/AMX and fp32 elsewhere, so both paths are exercised explicitly.
+PRECISIONS = [
+    "fp32",
+    pytest.param("bf16", marks=pytest.mark.skipif(not cpu_has_fast_bf16(), reason=NO_FAST_BF16)),
+]
 
 
 @pytest.fixture(scope="session")

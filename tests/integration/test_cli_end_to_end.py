@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, run_cli_subprocess, sentiment_rows, write_csv
+from conftest import PRECISIONS, run_cli, run_cli_subprocess, sentiment_rows, write_csv
 
 BUNDLE_FILES = [
     "tuneforge.json",
@@ -33,10 +33,11 @@ PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".
 FORMULAS = ['=HYPERLINK("http://evil.example","click")', "+1", "-2", "@x"]
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Train once through the CLI; return the paths and the CLI result."""
-    root = tmp_path_factory.mktemp("e2e")
+@pytest.fixture(scope="module", params=PRECISIONS)
+def trained(request, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Train once per training precision through the CLI; return the paths and the result."""
+    precision = request.param
+    root = tmp_path_factory.mktemp(f"e2e-{precision}")
     train = write_csv(root / "train.csv", sentiment_rows(200, seed=0))
     test = write_csv(root / "test.csv", sentiment_rows(60, seed=1))
     bundle = root / "runs" / "sentiment"
@@ -56,11 +57,20 @@ def trained(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "--train-embeddings",
         "--threads",
         "1",
+        "--precision",
+        precision,
         "--quiet",
         "--output",
         bundle,
     )
-    return {"root": root, "train": train, "test": test, "bundle": bundle, "result": result}
+    return {
+        "root": root,
+        "train": train,
+        "test": test,
+        "bundle": bundle,
+        "result": result,
+        "precision": precision,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +135,7 @@ def test_manifest_and_metadata_files(trained: dict, tiny_model: Path) -> None:
 
     env = json.loads((bundle / "environment.json").read_text())
     assert env["seed"] == 42
+    assert env["precision"] == trained["precision"]
     run_config = json.loads((bundle / "run_config.json").read_text())
     assert run_config["train"]["epochs"] == 10
     assert run_config["method"]["freeze_embeddings"] is False
@@ -162,10 +173,13 @@ def test_eval_command_matches_predictor(trained: dict, predictor) -> None:
     correct = sum(p.label == r["label"] for p, r in zip(preds, rows, strict=True))
     assert metrics["accuracy"] == pytest.approx(correct / len(rows), abs=1e-12)
     assert metrics["n_examples"] == len(rows)
-    # Same bundle, same file: the CLI's eval equals the training run's test metrics.
+    # Same bundle, same file: the CLI's eval equals the training run's test metrics, whatever
+    # the training precision (the final evaluation runs in fp32, as the bundle is served).
+    # Only batch composition differs (padding, batch size): fp32 rounding, ~1e-7.
     trained_test = json.loads((trained["bundle"] / "eval.json").read_text())["test"]
     assert metrics["accuracy"] == trained_test["accuracy"]
-    assert metrics["log_loss"] == pytest.approx(trained_test["log_loss"], abs=1e-5)
+    assert metrics["log_loss"] == pytest.approx(trained_test["log_loss"], abs=1e-6)
+    assert metrics["ece"] == pytest.approx(trained_test["ece"], abs=1e-6)
     assert "Accuracy" in out.with_suffix(".md").read_text()
 
 

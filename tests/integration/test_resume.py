@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli, sentiment_rows, write_csv
+from conftest import PRECISIONS, run_cli, sentiment_rows, write_csv
 from tuneforge import (
     DataConfig,
     MethodConfig,
@@ -27,7 +27,9 @@ CHECKPOINT_EVERY = 5
 INTERRUPT_AT = CHECKPOINT_EVERY + 2  # after the checkpoint and after an evaluation (step 6)
 
 
-def _config(train: Path, output: Path, model: Path, **overrides) -> RunConfig:
+def _config(
+    train: Path, output: Path, model: Path, precision: str = "auto", **overrides
+) -> RunConfig:
     return RunConfig(
         data=DataConfig(train=str(train)),
         output=str(output),
@@ -40,6 +42,7 @@ def _config(train: Path, output: Path, model: Path, **overrides) -> RunConfig:
             seed=7,
             patience=0,
             num_threads=1,
+            precision=precision,
             checkpoint_every=CHECKPOINT_EVERY,
             # The best checkpoint by validation loss keeps moving late in training, so the
             # bundle holds weights from after the interruption.
@@ -66,14 +69,15 @@ def train_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_csv(tmp_path_factory.mktemp("resume-data") / "train.csv", sentiment_rows(120))
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
 def test_resume_reproduces_the_uninterrupted_run(
-    tiny_model: Path, train_csv: Path, tmp_path: Path
+    tiny_model: Path, train_csv: Path, tmp_path: Path, precision: str
 ) -> None:
     run_a = tmp_path / "a"
-    finetune_classifier(_config(train_csv, run_a, tiny_model))
+    finetune_classifier(_config(train_csv, run_a, tiny_model, precision))
 
     run_b = tmp_path / "b"
-    config_b = _config(train_csv, run_b, tiny_model)
+    config_b = _config(train_csv, run_b, tiny_model, precision)
     with pytest.raises(KeyboardInterrupt):
         finetune_classifier(config_b, listeners=[_interrupt_at(INTERRUPT_AT)])
     assert not run_b.exists()

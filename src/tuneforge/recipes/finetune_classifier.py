@@ -256,19 +256,24 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         loss_fn = make_loss(multi, t.class_weights, targets["train"], len(labels))
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-        def logits_of(split: str) -> np.ndarray:
+        def logits_of(split: str, autocast_dtype: torch.dtype | None) -> np.ndarray:
             return run_logits(
                 model,
                 encoded[split],
                 pad_id=pad_id,
                 batch_size=max(64, batch_size),
                 device=device,
-                autocast_dtype=settings.autocast_dtype,
+                autocast_dtype=autocast_dtype,
             )
 
         def evaluate() -> tuple[float, dict[str, Any]]:
+            # Validation during training runs at the training precision (it only ranks
+            # checkpoints); the reported metrics below are recomputed in fp32.
             metrics = evaluate_logits(
-                logits_of("validation"), targets["validation"], labels.names, multi_label=multi
+                logits_of("validation", settings.autocast_dtype),
+                targets["validation"],
+                labels.names,
+                multi_label=multi,
             )
             return selection_score(metrics, t.selection_metric), metrics
 
@@ -287,11 +292,14 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             head_prefixes=head_parameter_prefixes(model) if head_mult != 1 else (),
         )
 
-        # 5. Evaluate the best checkpoint on validation and the held-out test split.
+        # 5. Evaluate the best checkpoint on validation and the held-out test split, in
+        # fp32 whatever the training precision: the bundle is served in fp32 (Predictor's
+        # default), so the reported metrics are the ones a user gets and `tuneforge eval`
+        # reproduces them on the same file (bf16 logits differ in the third digit).
         best = load_best(stage / "checkpoints")
         if best is not None:
             load_trainable_state(model, best[0])
-        logits = {name: logits_of(name) for name in ("validation", "test")}
+        logits = {name: logits_of(name, None) for name in ("validation", "test")}
         thresholds = None
         if multi:
             thresholds = tune_thresholds(targets["validation"], sigmoid(logits["validation"]))
