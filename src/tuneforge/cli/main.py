@@ -318,8 +318,8 @@ def eval_command(
     ] = "|",
 ) -> None:
     """Evaluate a bundle on any labelled file; write JSON, Markdown and a PNG."""
-    from tuneforge.evaluation.bundle_eval import evaluate_bundle
     from tuneforge.evaluation.report import write_eval_report
+    from tuneforge.recipes.evaluate import evaluate_bundle
 
     metrics = evaluate_bundle(
         bundle,
@@ -420,7 +420,7 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Export a bundle to ONNX Runtime (fp32, optionally int8), measuring accuracy and speed."""
-    from tuneforge.inference.export import export_bundle
+    from tuneforge.recipes.export import export_bundle
 
     if format_ != "onnx":
         raise InputError(f"--format {format_!r} is not supported; use --format onnx")
@@ -455,18 +455,11 @@ app.add_typer(server_commands.keys_app, name="keys")
 app.add_typer(server_commands.models_app, name="models")
 
 
-def _quiet_libraries() -> None:
-    """Our own progress bar is enough: silence the libraries' bars and info logs."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def main() -> None:
     """Console-script entry point: maps errors to one line and an exit code."""
-    _quiet_libraries()
+    from tuneforge.environment import quiet_libraries
+
+    quiet_libraries()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=sys.argv[1:], prog_name="tuneforge", standalone_mode=False)

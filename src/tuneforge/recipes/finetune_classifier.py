@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from tuneforge.bundle import (
-    BUNDLE_FORMAT,
-    BUNDLE_VERSION,
-    MANIFEST,
+    BaseModelRef,
+    Manifest,
     atomic_write_json,
     check_output_dir,
     publish,
     staging_dir,
+    write_manifest,
 )
 from tuneforge.card import render_model_card
 from tuneforge.config import RunConfig
@@ -37,10 +37,11 @@ from tuneforge.errors import InputError, Problem
 from tuneforge.evaluation.evaluate import evaluate_logits
 from tuneforge.evaluation.metrics import selection_score, tune_thresholds
 from tuneforge.evaluation.report import write_eval_report
-from tuneforge.inference.runner import run_logits, sigmoid
+from tuneforge.inference.runner import run_logits
 from tuneforge.methods import get_method
 from tuneforge.methods.head import head_parameter_prefixes
 from tuneforge.models.classifier import build_classifier, load_tokenizer
+from tuneforge.models.forward import sigmoid
 from tuneforge.models.registry import BaseModel, resolve_base_model
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
@@ -331,24 +332,22 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         else:
             model.save_pretrained(staged / "model", safe_serialization=True)
         tokenizer.save_pretrained(staged / "tokenizer")
-        manifest = {
-            "format": BUNDLE_FORMAT,
-            "version": BUNDLE_VERSION,
-            "task": "multi_label" if multi else "single_label",
-            "method": method.name,
-            "adapter": method.adapter,
-            "labels": list(labels.names),
-            "max_length": max_length,
-            "thresholds": thresholds.tolist() if thresholds is not None else None,
-            "base_model": {
-                "name": base.name,
-                "source": base.source,
-                "sha256": base.weights_sha256(),
-                "path": str(base.path) if base.source != "package" else None,
-            },
-            "created_at": int(time.time()),
-        }
-        atomic_write_json(staged / MANIFEST, manifest)
+        manifest = Manifest(
+            task="multi_label" if multi else "single_label",
+            method=method.name,
+            adapter=method.adapter,
+            labels=tuple(labels.names),
+            max_length=max_length,
+            thresholds=tuple(thresholds.tolist()) if thresholds is not None else None,
+            base_model=BaseModelRef(
+                name=base.name,
+                source=base.source,
+                sha256=base.weights_sha256(),
+                path=str(base.path) if base.source != "package" else None,
+            ),
+            created_at=int(time.time()),
+        )
+        write_manifest(staged, manifest)
         atomic_write_json(staged / "run_config.json", resolved.to_dict())
         atomic_write_json(staged / "eval.json", metrics)
         write_eval_report(

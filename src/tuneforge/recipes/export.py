@@ -1,5 +1,6 @@
-"""Export a bundle to ONNX (fp32, and int8 with calibrated activation scales) and record
-what each backend costs in accuracy and gains in speed, on the bundle's validation split.
+"""The export workflow (``tuneforge export``): a bundle to ONNX (fp32, and int8 with
+calibrated activation scales), recording what each backend costs in accuracy and gains in
+speed on the bundle's validation split.
 
 The fp32 graph gets ONNX Runtime's transformer fusions where every layer fuses; int8 uses
 weights per channel and activation scales fixed from calibration texts (``onnx_graph``).
@@ -35,11 +36,12 @@ from tuneforge.inference.backends import (
     Backend,
     OnnxBackend,
     TorchBackend,
-    onnx_path,
 )
+from tuneforge.inference.export_report import EXPORT_REPORT
+from tuneforge.inference.loading import load_bundle_model
 from tuneforge.inference.onnx_graph import fuse_transformer, quantize_int8
+from tuneforge.models.forward import probabilities
 
-EXPORT_REPORT = "export.json"
 CALIBRATION_TEXTS = 256
 OPSET = 17
 
@@ -178,8 +180,6 @@ def export_bundle(
     """
     from transformers import AutoTokenizer
 
-    from tuneforge.inference.predictor import _load_model
-
     info = read_bundle(bundle)
     data = bundle_validation(info, validation_file)
     tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer")
@@ -194,8 +194,8 @@ def export_bundle(
         )
     except InputError as exc:
         raise InputError(f"validation data {data.source}: {exc}") from None
-    thresholds = info.manifest.get("thresholds")
-    model = _load_model(info)
+    thresholds = info.thresholds
+    model = load_bundle_model(info)
     reference = TorchBackend(model, pad_id, torch.device("cpu"))
 
     stage = Path(tempfile.mkdtemp(prefix=".onnx.", dir=info.path))
@@ -238,7 +238,8 @@ def export_bundle(
                 )
                 entry["max_probability_diff"] = float(
                     np.abs(
-                        _probs(logits, info.multi_label) - _probs(ref_logits, info.multi_label)
+                        probabilities(logits, multi_label=info.multi_label)
+                        - probabilities(ref_logits, multi_label=info.multi_label)
                     ).max()
                 )
             entry.update(_time_backend(backend, encoded))
@@ -257,39 +258,6 @@ def export_bundle(
         return result
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-
-
-def read_export_report(bundle: Path) -> dict[str, Any] | None:
-    """The bundle's ``onnx/export.json``, or None when it was never exported."""
-    path = bundle / ONNX_DIR / EXPORT_REPORT
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def choose_backend(bundle: Path, max_accuracy_drop: float) -> str:
-    """The fastest exported backend whose recorded accuracy drop is at most the bound.
-
-    "Fastest" is the recorded batch-32 throughput (what a micro-batching server sees).
-    Without an export, or when no export is within the bound, ``torch``.
-    """
-    report = read_export_report(bundle)
-    if report is None:
-        return "torch"
-    best, best_speed = "torch", report["backends"].get("torch", {}).get("batch32_per_s", 0.0)
-    for name, entry in report["backends"].items():
-        if name == "torch" or not onnx_path(bundle, name).is_file():
-            continue
-        within = entry.get("accuracy_drop", 1.0) <= max_accuracy_drop + 1e-12
-        if within and entry.get("batch32_per_s", 0.0) > best_speed:
-            best, best_speed = name, entry["batch32_per_s"]
-    return best
-
-
-def _probs(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    from tuneforge.inference.runner import sigmoid, softmax
-
-    return sigmoid(logits) if multi_label else softmax(logits)
 
 
 def _ort_version() -> str:
