@@ -141,7 +141,7 @@ def test_the_literal_check_sees_a_bare_status(tmp_path: Path):
     probe.write_text(
         '"""Jobs that are "queued"."""\n'
         'counts = {"queued": 1}\n'
-        'def finish(job):\n'
+        "def finish(job):\n"
         '    """running"""\n'
         '    job.status = "failed"\n'
     )
