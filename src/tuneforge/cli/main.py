@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import types
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 import click
 import typer
@@ -20,6 +21,7 @@ from rich.table import Table as RichTable
 from tuneforge.cli import server_commands
 from tuneforge.errors import InputError, TuneforgeError
 
+_typer_click: types.ModuleType
 try:  # typer >= 0.22 raises the exceptions of its own vendored copy of click
     from typer._click import exceptions as _typer_click
 except ImportError:  # pragma: no cover - older typer uses click itself
@@ -44,7 +46,7 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _auto_int(value: str, name: str) -> int | str:
+def _auto_int(value: str, name: str) -> int | Literal["auto"]:
     if value == "auto":
         return "auto"
     try:
@@ -53,7 +55,7 @@ def _auto_int(value: str, name: str) -> int | str:
         raise InputError(f"{name} must be a whole number or 'auto', got {value!r}") from None
 
 
-def _auto_float(value: str, name: str) -> float | str:
+def _auto_float(value: str, name: str) -> float | Literal["auto"]:
     if value == "auto":
         return "auto"
     try:
@@ -266,10 +268,10 @@ def data_check(
 
     if len(files) > 3:
         raise InputError("data check takes at most 3 files: TRAIN [VALIDATION [TEST]]")
-    names = [*files, None, None][:3]
+    names: list[str | None] = [*files, None, None][:3]
     config = RunConfig(
         data=DataConfig(
-            train=names[0],
+            train=files[0],  # typer requires at least one FILE
             validation=validation or names[1],
             test=test or names[2],
             text_column=text_column,

@@ -4,6 +4,7 @@ module ready to run, and checks an adapter's base model is the one it was traine
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +12,9 @@ from tuneforge.bundle import BundleInfo
 from tuneforge.errors import InputError
 from tuneforge.models.classifier import build_classifier
 from tuneforge.models.registry import BaseModel, resolve_base_model, weights_sha256
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def check_base_model(info: BundleInfo, actual_sha256: str | None = None) -> BaseModel:
@@ -48,11 +52,11 @@ def unwrap_modules_to_save(model: torch.nn.Module) -> None:
     for name, module in list(model.named_modules()):
         if isinstance(module, ModulesToSaveWrapper):
             parent_name, _, child_name = name.rpartition(".")
-            trained = module.modules_to_save[module.active_adapter]
+            trained = module.modules_to_save[module.active_adapters[0]]
             setattr(model.get_submodule(parent_name), child_name, trained)
 
 
-def load_bundle_model(info: BundleInfo) -> torch.nn.Module:
+def load_bundle_model(info: BundleInfo) -> PreTrainedModel:
     """The bundle's classifier in fp32, on the CPU, as a plain transformers model.
 
     A full bundle loads ``model/``; an adapter bundle builds its base model (after checking
@@ -76,7 +80,7 @@ def load_bundle_model(info: BundleInfo) -> torch.nn.Module:
     base = check_base_model(info)
     from peft import PeftModel
 
-    model = build_classifier(base.path, info.labels, multi_label=info.multi_label)
-    model = PeftModel.from_pretrained(model, info.path / "adapter")
+    classifier = build_classifier(base.path, info.labels, multi_label=info.multi_label)
+    model = PeftModel.from_pretrained(classifier, info.path / "adapter")
     unwrap_modules_to_save(model)
     return model.merge_and_unload()

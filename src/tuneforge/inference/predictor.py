@@ -144,9 +144,23 @@ class Predictor:
         return sigmoid(logits) if self.multi_label else softmax(logits)
 
     @overload
-    def predict(self, texts: str, **kwargs: Any) -> Prediction: ...
+    def predict(  # type: ignore[overload-overlap]  # a str is a Sequence[str] too; it matches first
+        self,
+        texts: str,
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        batch_size: int = 64,
+    ) -> Prediction: ...
     @overload
-    def predict(self, texts: Sequence[str], **kwargs: Any) -> list[Prediction]: ...
+    def predict(
+        self,
+        texts: Sequence[str],
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        batch_size: int = 64,
+    ) -> list[Prediction]: ...
 
     def predict(
         self,
@@ -166,7 +180,7 @@ class Predictor:
             batch_size: Texts per forward pass.
         """
         single = isinstance(texts, str)
-        batch = [texts] if single else list(texts)
+        batch: list[str] = [texts] if isinstance(texts, str) else list(texts)
         if not batch:
             return []
         if any(not isinstance(t, str) for t in batch):

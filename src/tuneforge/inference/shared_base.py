@@ -170,9 +170,13 @@ class SharedBases:
                         torch.zeros(param.shape, dtype=param.dtype), requires_grad=False
                     )
             for name, buffer in list(module._buffers.items()):
-                same = buffers.get(prefix + name)
-                if buffer is not None and same is not None and same.shape == buffer.shape:
-                    module._buffers[name] = same
+                shared_buffer = buffers.get(prefix + name)
+                if (
+                    buffer is not None
+                    and shared_buffer is not None
+                    and shared_buffer.shape == buffer.shape
+                ):
+                    module._buffers[name] = shared_buffer
         return model.eval()
 
 

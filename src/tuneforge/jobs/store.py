@@ -16,9 +16,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import CursorResult, Engine, Result, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.jobs.db import READ_ONLY, session_factory
@@ -217,7 +217,7 @@ class JobStore:
                 )
                 .values(lease_expires_at=time.time() + lease_seconds, **fields)
             )
-            return result.rowcount == 1
+            return _rowcount(result) == 1
 
     def finish(self, job_id: str, worker_id: str, status: JobStatus, **fields: Any) -> bool:
         """Move our running job to a final or queued state; False if it was not ours anymore.
@@ -244,7 +244,7 @@ class JobStore:
                 )
                 .values(**values)
             )
-            return result.rowcount == 1
+            return _rowcount(result) == 1
 
     def release(self, job_id: str, worker_id: str) -> None:
         """Drop our lease on a job that left ``running`` (cancelled or paused through the API)."""
@@ -301,3 +301,8 @@ class JobStore:
                 select(Worker.id).where(Worker.heartbeat_at >= time.time() - within_seconds)
             )
             return len(list(rows))
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE matched (``Session.execute`` is typed as returning a plain Result)."""
+    return cast(CursorResult[Any], result).rowcount

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from tuneforge.inference.export_report import EXPORT_REPORT
 from tuneforge.inference.loading import load_bundle_model
 from tuneforge.inference.onnx_graph import fuse_transformer, quantize_int8
 from tuneforge.models.forward import probabilities
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 CALIBRATION_TEXTS = 256
 OPSET = 17
@@ -92,7 +95,7 @@ def bundle_validation(info: BundleInfo, override: str | None = None) -> Validati
     return ValidationData([table.texts[i] for i in keep], [table.labels[i] for i in keep], source)
 
 
-def _export_fp32(model: torch.nn.Module, path: Path, vocab_size: int) -> bool:
+def _export_fp32(model: PreTrainedModel, path: Path, vocab_size: int) -> bool:
     """Export ``model`` to ``path`` (fused where ONNX Runtime can); returns whether fused."""
 
     class Logits(torch.nn.Module):
@@ -227,7 +230,7 @@ def export_bundle(
                 multi_label=info.multi_label,
                 thresholds=np.asarray(thresholds) if thresholds is not None else 0.5,
             )
-            accuracy = metrics.get("accuracy", metrics.get("subset_accuracy"))
+            accuracy = metrics["accuracy"] if "accuracy" in metrics else metrics["subset_accuracy"]
             entry: dict[str, Any] = {"accuracy": accuracy, "macro_f1": metrics["macro_f1"]}
             if ref_logits is None:
                 ref_logits, ref_accuracy = logits, accuracy

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -50,6 +50,10 @@ from tuneforge.training.events import EventLog, Listener
 from tuneforge.training.loop import LoopSettings, fit, steps_per_epoch
 from tuneforge.training.seed import seed_everything
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
 
 @dataclass
 class TrainResult:
@@ -85,6 +89,7 @@ def load_splits(config: RunConfig) -> Splits:
             problems.extend(exc.problems or [Problem(file=path, message=str(exc))])
     if problems:
         raise InputError(f"{len(problems)} problem(s) in the data files", problems)
+    assert tables["train"] is not None  # DataConfig.train is required
     return make_splits(
         tables["train"],
         tables["validation"],
@@ -244,7 +249,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     events = EventLog(stage / "events.jsonl", listeners=list(listeners))
     try:
         seed_everything(t.seed)
-        model = build_classifier(
+        model: torch.nn.Module = build_classifier(
             base.path,
             list(labels.names),
             multi_label=multi,
@@ -327,10 +332,11 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         if staged.exists():
             shutil.rmtree(staged)
         staged.mkdir()
+        saved = cast("PreTrainedModel | PeftModel", model)  # the classifier or its peft wrapper
         if method.adapter:
-            model.save_pretrained(staged / "adapter")
+            saved.save_pretrained(str(staged / "adapter"))
         else:
-            model.save_pretrained(staged / "model", safe_serialization=True)
+            saved.save_pretrained(str(staged / "model"), safe_serialization=True)
         tokenizer.save_pretrained(staged / "tokenizer")
         manifest = Manifest(
             task="multi_label" if multi else "single_label",

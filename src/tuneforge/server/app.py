@@ -43,7 +43,7 @@ def build_state(settings: Settings) -> AppState:
         base_models=base_model_table(settings),
         models=ModelCache(cache_settings(settings)),
         limiter=RateLimiter(settings.rate_limit_per_minute),
-        metrics=None,  # type: ignore[arg-type] - set below (it reads the state)
+        metrics=None,  # type: ignore[arg-type]  # set below: Metrics reads the state
     )
     fail_interrupted_validations(store)
     state.metrics = Metrics(

@@ -200,7 +200,7 @@ def _validate_files(
         problems = exc.problems or [Problem(file=resolved.data.train, message=str(exc))]
         first = problems[0]
         is_valid = resolved.data.validation and Path(first.file) == Path(resolved.data.validation)
-        file_id = valid_id if is_valid else train_id
+        file_id = valid_id if is_valid and valid_id else train_id
         shown = _readable(first, file_id, names)
         # a message may name the other file by its stored path: never show server paths
         for path, shown_id in (
