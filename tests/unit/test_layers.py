@@ -94,6 +94,32 @@ def resolve(target: str, names: list[str], modules: dict[str, Path]) -> list[tup
     return out
 
 
+def private_attributes(path: Path, module: str, modules: dict[str, Path]) -> list[str]:
+    """``file:line -> module._name`` for private attributes read off an imported module
+    (``from tuneforge.training import checkpoint as ckpt; ckpt._x``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name in modules:
+                    aliases[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in modules:
+                    aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return [
+        f"{node.lineno} -> {aliases[node.value.id]}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in aliases
+        and aliases[node.value.id] != module
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+    ]
+
+
 def import_graph(src: Path = SRC) -> tuple[dict[str, set[str]], list[str], list[str]]:
     """The module graph, the upward imports and the private-name imports."""
     modules = source_modules(src)
@@ -111,6 +137,7 @@ def import_graph(src: Path = SRC) -> tuple[dict[str, set[str]], list[str], list[
                     upward.append(f"{where}:{line} -> {imported}")
                 if name.startswith("_") and imported != module:
                     private.append(f"{where}:{line} -> {imported}.{name}")
+        private.extend(f"{where}:{hit}" for hit in private_attributes(path, module, modules))
     return graph, sorted(set(upward)), sorted(set(private))
 
 
@@ -185,10 +212,14 @@ def test_checker_sees_what_it_must(tmp_path):
     (pkg / "data" / "a.py").write_text("def f():\n    from tuneforge.cli.main import _helper\n")
     (pkg / "data" / "b.py").write_text("from tuneforge.data import c\n")
     (pkg / "data" / "c.py").write_text("from . import b\n")
+    (pkg / "data" / "d.py").write_text("from tuneforge.data import c as cc\n\nx = cc._hidden\n")
     (pkg / "cli" / "main.py").write_text("def _helper():\n    pass\n")
     graph, upward, private = import_graph(tmp_path)
     assert upward == ["src/tuneforge/data/a.py:2 -> tuneforge.cli.main"]
-    assert private == ["src/tuneforge/data/a.py:2 -> tuneforge.cli.main._helper"]
+    assert private == [
+        "src/tuneforge/data/a.py:2 -> tuneforge.cli.main._helper",
+        "src/tuneforge/data/d.py:3 -> tuneforge.data.c._hidden",
+    ]
     assert cycles(graph) == [["tuneforge.data.b", "tuneforge.data.c"]]
 
 
