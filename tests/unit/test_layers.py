@@ -27,6 +27,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("tuneforge.training", "tuneforge.evaluation", "tuneforge.environment"),
     ("tuneforge.inference",),
     ("tuneforge.card", "tuneforge.recipes"),
+    # the queue and worker, and the database (engine, tables, migrations, data dir) that
+    # jobs/ holds today: one floor (a db/ package split out of jobs/ lands here too)
     ("tuneforge.jobs", "tuneforge.db"),
     ("tuneforge.server",),
     ("tuneforge.cli",),

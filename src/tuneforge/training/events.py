@@ -12,7 +12,8 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -39,7 +40,10 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-lines form: ``type``, ``time``, then the fields (non-finite floats as
         null)."""
-        return {"type": self.type, **_clean(asdict(self))}
+        return {
+            "type": self.type,
+            **{f.name: _clean(getattr(self, f.name)) for f in dataclass_fields(self)},
+        }
 
 
 E = TypeVar("E", bound=type[Event])
@@ -211,8 +215,8 @@ class EventLog:
             event = make_event(event, **fields)
         elif fields:
             raise TypeError("pass fields only with an event type name")
-        event = replace(event, time=round(time.time(), 3))
         line = event.to_dict()
+        line["time"] = round(time.time(), 3)
         self._fh.write(json.dumps(line, allow_nan=False) + "\n")
         self._fh.flush()
         for listener in self.listeners:
