@@ -23,6 +23,7 @@ quickstart: install
 lint: dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src
 
 test: dev lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q

@@ -13,7 +13,7 @@ _EXPORTS = {
     "Predictor": "tuneforge.inference.predictor",
     "Prediction": "tuneforge.inference.predictor",
     "finetune_classifier": "tuneforge.recipes.finetune_classifier",
-    "evaluate_bundle": "tuneforge.evaluation.bundle_eval",
+    "evaluate_bundle": "tuneforge.recipes.evaluate",
     "RunConfig": "tuneforge.config",
     "DataConfig": "tuneforge.config",
     "ModelConfig": "tuneforge.config",
@@ -40,8 +40,8 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from tuneforge.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
     from tuneforge.errors import InputError, TuneforgeError
-    from tuneforge.evaluation.bundle_eval import evaluate_bundle
     from tuneforge.inference.predictor import Prediction, Predictor
+    from tuneforge.recipes.evaluate import evaluate_bundle
     from tuneforge.recipes.finetune_classifier import finetune_classifier
 
 

@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -97,44 +97,178 @@ def publish(staged: Path, output: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+TASKS = ("single_label", "multi_label")
+
+
 @dataclass(frozen=True)
-class BundleInfo:
-    """The parsed ``tuneforge.json`` of a bundle.
+class BaseModelRef:
+    """Which base model an adapter bundle needs, and how to check it is the same one.
 
     Attributes:
-        path: The bundle directory.
-        manifest: The raw manifest dict.
+        name: The base model's name (registry name, hub id or directory name).
+        source: Where it came from: ``package``, ``local`` or ``hub``.
+        sha256: Hash of its weights (``models.registry.weights_sha256``).
+        path: Its directory when not shipped in a package, else None.
     """
 
-    path: Path
-    manifest: dict[str, Any]
+    name: str
+    source: str
+    sha256: str
+    path: str | None = None
 
-    @property
-    def labels(self) -> list[str]:
-        return list(self.manifest["labels"])
+
+@dataclass(frozen=True)
+class Manifest:
+    """A bundle's ``tuneforge.json``: what the bundle is and what it needs to load.
+
+    Attributes:
+        task: ``single_label`` or ``multi_label``.
+        method: The training method (``full``, ``head``, ``lora``, ...).
+        adapter: The weights are a peft adapter (``adapter/``) over ``base_model``, not a
+            standalone model (``model/``).
+        labels: Label names in id order.
+        max_length: Tokens per text; longer texts are truncated.
+        base_model: The base model's identity and weights hash.
+        thresholds: Per-label decision thresholds (multi-label), else None.
+        created_at: Unix time the bundle was written.
+        format: Always ``tuneforge-bundle``.
+        version: The bundle format version.
+    """
+
+    task: str
+    method: str
+    adapter: bool
+    labels: tuple[str, ...]
+    max_length: int
+    base_model: BaseModelRef
+    thresholds: tuple[float, ...] | None = None
+    created_at: int = 0
+    format: str = BUNDLE_FORMAT
+    version: int = BUNDLE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"key 'task' is {self.task!r}, not one of {', '.join(TASKS)}")
 
     @property
     def multi_label(self) -> bool:
-        return self.manifest["task"] == "multi_label"
+        return self.task == "multi_label"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (lists, not tuples)."""
+        out = asdict(self)
+        out["labels"] = list(self.labels)
+        out["thresholds"] = list(self.thresholds) if self.thresholds is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path = MANIFEST) -> Manifest:
+        """The manifest in ``data`` (parsed JSON), checked key by key.
+
+        Raises:
+            InputError: Not an object, a missing or unknown key, or a value of the wrong
+                type; the message names ``source`` and the key.
+        """
+        data = _fields_of(cls, data, source, "")
+        base = _fields_of(BaseModelRef, data["base_model"], source, "base_model.")
+        thresholds = data.get("thresholds")
+        try:
+            return cls(
+                **{
+                    **data,
+                    "labels": tuple(_typed(data, "labels", list)),
+                    "thresholds": tuple(float(t) for t in thresholds)
+                    if thresholds is not None
+                    else None,
+                    "base_model": BaseModelRef(**base),
+                    "adapter": _typed(data, "adapter", bool),
+                    "max_length": _typed(data, "max_length", int),
+                }
+            )
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{source}: {exc}") from None
+
+
+def _fields_of(kind: type, data: Any, source: str | Path, prefix: str) -> dict[str, Any]:
+    """``data`` as keyword arguments of the dataclass ``kind``, or an InputError naming the
+    missing or unknown key."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: {prefix.rstrip('.') or 'the manifest'} is not an object")
+    known = {f.name: f for f in fields(kind)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise InputError(
+            f"{source}: unknown key {prefix}{unknown[0]!r}; this bundle was written by another "
+            "tuneforge version"
+        )
+    required = [
+        name
+        for name, f in known.items()
+        if f.default is MISSING and f.default_factory is MISSING and name not in data
+    ]
+    if required:
+        raise InputError(f"{source}: missing key {prefix}{required[0]!r}")
+    return dict(data)
+
+
+def _typed(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"key {key!r} should be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> Path:
+    """Write ``directory/tuneforge.json`` atomically; returns its path."""
+    path = directory / MANIFEST
+    atomic_write_json(path, manifest.to_dict())
+    return path
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """An opened bundle: its directory and its manifest.
+
+    Attributes:
+        path: The bundle directory.
+        manifest: The parsed ``tuneforge.json``.
+    """
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.labels)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.manifest.multi_label
 
     @property
     def method(self) -> str:
-        return self.manifest["method"]
+        return self.manifest.method
 
     @property
     def adapter(self) -> bool:
-        return bool(self.manifest["adapter"])
+        return self.manifest.adapter
 
     @property
     def max_length(self) -> int:
-        return int(self.manifest["max_length"])
+        return self.manifest.max_length
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        thresholds = self.manifest.thresholds
+        return list(thresholds) if thresholds is not None else None
 
 
 def read_bundle(path: str | Path) -> BundleInfo:
     """Open a bundle directory and validate its manifest.
 
     Raises:
-        InputError: Not a directory, no manifest, or an unknown format/version.
+        InputError: Not a directory, no manifest, an unknown format/version, or a manifest
+            with a missing, unknown or mistyped key.
     """
     path = Path(path)
     manifest_path = path / MANIFEST
@@ -146,14 +280,14 @@ def read_bundle(path: str | Path) -> BundleInfo:
             "directory of a finished `tuneforge train` run"
         )
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{manifest_path} is not valid JSON: {exc}") from exc
-    if manifest.get("format") != BUNDLE_FORMAT:
+    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
         raise InputError(f"{manifest_path}: not a {BUNDLE_FORMAT} manifest")
-    if manifest.get("version") != BUNDLE_VERSION:
+    if data.get("version") != BUNDLE_VERSION:
         raise InputError(
-            f"{manifest_path}: bundle version {manifest.get('version')} is not supported by "
+            f"{manifest_path}: bundle version {data.get('version')} is not supported by "
             f"this tuneforge (supports {BUNDLE_VERSION}); upgrade tuneforge"
         )
-    return BundleInfo(path=path, manifest=manifest)
+    return BundleInfo(path=path, manifest=Manifest.from_dict(data, manifest_path))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuneforge.bundle import Manifest
+
 
 def _fmt(value: Any) -> str:
     if value is None:
@@ -14,7 +16,7 @@ def _fmt(value: Any) -> str:
 
 
 def render_model_card(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     run_config: dict[str, Any],
     metrics: dict[str, dict[str, Any]],
     data: dict[str, Any],
@@ -29,11 +31,11 @@ def render_model_card(
         data: The data fingerprint.
         environment: Versions and hardware.
     """
-    labels = manifest["labels"]
-    multi = manifest["task"] == "multi_label"
+    labels = manifest.labels
+    multi = manifest.multi_label
     train = run_config["train"]
     lines = [
-        f"# Text classifier ({len(labels)} labels, {manifest['task'].replace('_', '-')})",
+        f"# Text classifier ({len(labels)} labels, {manifest.task.replace('_', '-')})",
         "",
         "Fine-tuned with [tuneforge](https://pypi.org/project/tuneforge/).",
         "",
@@ -51,9 +53,9 @@ def render_model_card(
         "```",
         "",
         "## Model",
-        f"- Base model: `{manifest['base_model']['name']}` "
-        f"(weights sha256 `{manifest['base_model']['sha256'][:16]}…`)",
-        f"- Method: `{manifest['method']}`; max length {manifest['max_length']} tokens",
+        f"- Base model: `{manifest.base_model.name}` "
+        f"(weights sha256 `{manifest.base_model.sha256[:16]}…`)",
+        f"- Method: `{manifest.method}`; max length {manifest.max_length} tokens",
         f"- Epochs {train['epochs']}, batch size {train['batch_size']}, learning rate "
         f"{train['learning_rate']:.2e}, warmup {train['warmup_ratio']}, seed {train['seed']}, "
         f"selection metric `{train['selection_metric']}` on validation",
@@ -91,7 +93,7 @@ def render_model_card(
         "## Limitations",
         "- Trained only on the data above; texts from other domains, languages or styles "
         "may be misclassified with high confidence.",
-        f"- Inputs longer than {manifest['max_length']} tokens are truncated.",
+        f"- Inputs longer than {manifest.max_length} tokens are truncated.",
         "- Metrics come from a single held-out split; small classes have wide error bars.",
         "- Check the data report (`tuneforge data check`) for duplicates and leakage, "
         "which inflate test scores.",

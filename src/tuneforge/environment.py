@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib import metadata
 from typing import Any
-
-import torch
-
-from tuneforge.training.device import cpu_has_fast_bf16
 
 
 def _version(dist: str) -> str | None:
@@ -32,6 +29,10 @@ def _cpu_model() -> str:
 
 def describe_environment() -> dict[str, Any]:
     """Versions of the libraries that shape results, and the hardware."""
+    import torch
+
+    from tuneforge.training.device import cpu_has_fast_bf16
+
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -44,3 +45,12 @@ def describe_environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def quiet_libraries() -> None:
+    """Our own progress reporting is enough: silence the libraries' bars and info logs."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import NEGATIVE, NEUTRAL, POSITIVE, run_cli, sentiment_rows, write_csv
-from tuneforge.inference.export import choose_backend, export_bundle
+from tuneforge.inference.export_report import choose_backend
 from tuneforge.inference.predictor import Predictor
+from tuneforge.recipes.export import export_bundle
 
 # Documented bounds (docs/benchmarks.md): alone vs in a batch of 32 mixed-length texts.
 SCORE_BOUND = {"torch": 1e-3, "onnx": 1e-3, "onnx-int8": 1e-3}
@@ -94,7 +95,7 @@ def test_a_model_that_does_not_fuse_exports_the_plain_graph(
     then leaves the activation x activation MatMuls in fp32 and stays batch-invariant."""
     import onnx
 
-    import tuneforge.inference.export as export
+    import tuneforge.recipes.export as export
 
     def no_fusion(raw: Path, out: Path, **_: int) -> bool:
         shutil.copyfile(raw, out)

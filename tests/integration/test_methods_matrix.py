@@ -184,8 +184,8 @@ def test_merged_adapter_gives_the_unmerged_probabilities(
     """The predictor folds the adapter into the weights; that must not change the outputs."""
     from peft import PeftModel
 
-    from tuneforge.inference.runner import sigmoid, softmax
     from tuneforge.models.classifier import build_classifier
+    from tuneforge.models.forward import sigmoid, softmax
 
     run = runs(method, task)
     predictor = Predictor.load(run["bundle"], device="cpu")

@@ -13,6 +13,7 @@ import pytest
 from tests.server.live import TINY, LiveServer, chat_jsonl, live_server, server_settings
 
 from conftest import sentiment_rows, write_csv
+from tuneforge.jobs.status import JobStatus
 from tuneforge.jobs.tables import Job
 
 LIMIT = 4096  # bytes of a whole upload request
@@ -310,12 +311,12 @@ def test_a_file_used_by_an_unfinished_job_cannot_be_deleted(server: LiveServer, 
     refused(valid)
     assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause").json()["status"] == "paused"
     refused(train)
-    with server.state.sessions.begin() as session:  # as a worker would have it
-        session.get(Job, job["id"]).status = "running"
+    assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume").json()["status"] == "queued"
+    store = server.state.store
+    with store.sessions.begin() as session:  # as a worker would have it
+        store.transition(session.get(Job, job["id"]), JobStatus.RUNNING)
     refused(train)
     refused(valid)
-    with server.state.sessions.begin() as session:
-        session.get(Job, job["id"]).status = "queued"
     assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
     # a finished job no longer holds its files
     assert client.delete(f"/v1/files/{train}").json()["deleted"] is True

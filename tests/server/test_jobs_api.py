@@ -17,6 +17,7 @@ import pytest
 from tests.server.live import TINY, LiveServer, live_server, server_settings
 
 from conftest import NEGATIVE, POSITIVE, sentiment_rows, write_csv
+from tuneforge.jobs.status import JobStatus
 from tuneforge.jobs.tables import Job
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -277,10 +278,13 @@ def _refused(env: Env, job_id: str, action: str, status: str) -> None:
     assert events(env, job_id, limit=1000)["data"] == log_before
 
 
-def _set_status(env: Env, job_id: str, status: str) -> None:
-    """Put a job in a status only a worker reaches (no worker on ``idle``)."""
-    with env.server.state.sessions.begin() as session:
-        session.get(Job, job_id).status = status
+def _set_status(env: Env, job_id: str, *statuses: str) -> None:
+    """Move a job through statuses only a worker reaches (no worker on ``idle``), through the
+    store as a worker would."""
+    store = env.server.state.store
+    with store.sessions.begin() as session:
+        for status in statuses:
+            store.transition(session.get(Job, job_id), JobStatus(status))
 
 
 def test_transitions_from_queued_and_paused(idle: Env):
@@ -305,6 +309,7 @@ def test_a_running_job_cannot_be_resumed(idle: Env):
     _set_status(idle, job["id"], "running")
     _refused(idle, job["id"], "resume", "running")
     assert _action(idle, job["id"], "pause").json()["status"] == "paused"
+    assert _action(idle, job["id"], "resume").json()["status"] == "queued"
     _set_status(idle, job["id"], "running")
     assert _action(idle, job["id"], "cancel").json()["status"] == "cancelled"
 
@@ -312,7 +317,7 @@ def test_a_running_job_cannot_be_resumed(idle: Env):
 @pytest.mark.parametrize("final", ["succeeded", "failed"])
 def test_finished_jobs_refuse_every_transition(idle: Env, final: str):
     job = _job(idle)
-    _set_status(idle, job["id"], final)
+    _set_status(idle, job["id"], "running", final)
     for action in ("cancel", "pause", "resume"):
         _refused(idle, job["id"], action, final)
 

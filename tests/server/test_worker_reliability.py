@@ -32,6 +32,7 @@ from tests.server.workers import (
 )
 
 from tuneforge.jobs.db import make_engine, migrate, sqlite_url
+from tuneforge.jobs.status import JobStatus
 from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.tables import Checkpoint, Job, JobEvent
 from tuneforge.jobs.tables import Worker as WorkerRow
@@ -398,7 +399,7 @@ def queued_job(job_id: str, i: int = 0) -> Job:
         method={"type": "supervised"},
         seed=0,
         run_config={"i": i},
-        status="queued",
+        status=JobStatus.QUEUED.value,
         result_files=[],
         created_at=int(time.time()),
         attempts=0,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import types
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 import click
 import typer
@@ -20,6 +21,7 @@ from rich.table import Table as RichTable
 from tuneforge.cli import server_commands
 from tuneforge.errors import InputError, TuneforgeError
 
+_typer_click: types.ModuleType
 try:  # typer >= 0.22 raises the exceptions of its own vendored copy of click
     from typer._click import exceptions as _typer_click
 except ImportError:  # pragma: no cover - older typer uses click itself
@@ -44,7 +46,7 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _auto_int(value: str, name: str) -> int | str:
+def _auto_int(value: str, name: str) -> int | Literal["auto"]:
     if value == "auto":
         return "auto"
     try:
@@ -53,7 +55,7 @@ def _auto_int(value: str, name: str) -> int | str:
         raise InputError(f"{name} must be a whole number or 'auto', got {value!r}") from None
 
 
-def _auto_float(value: str, name: str) -> float | str:
+def _auto_float(value: str, name: str) -> float | Literal["auto"]:
     if value == "auto":
         return "auto"
     try:
@@ -266,10 +268,10 @@ def data_check(
 
     if len(files) > 3:
         raise InputError("data check takes at most 3 files: TRAIN [VALIDATION [TEST]]")
-    names = [*files, None, None][:3]
+    names: list[str | None] = [*files, None, None][:3]
     config = RunConfig(
         data=DataConfig(
-            train=names[0],
+            train=files[0],  # typer requires at least one FILE
             validation=validation or names[1],
             test=test or names[2],
             text_column=text_column,
@@ -318,8 +320,8 @@ def eval_command(
     ] = "|",
 ) -> None:
     """Evaluate a bundle on any labelled file; write JSON, Markdown and a PNG."""
-    from tuneforge.evaluation.bundle_eval import evaluate_bundle
     from tuneforge.evaluation.report import write_eval_report
+    from tuneforge.recipes.evaluate import evaluate_bundle
 
     metrics = evaluate_bundle(
         bundle,
@@ -420,7 +422,7 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Export a bundle to ONNX Runtime (fp32, optionally int8), measuring accuracy and speed."""
-    from tuneforge.inference.export import export_bundle
+    from tuneforge.recipes.export import export_bundle
 
     if format_ != "onnx":
         raise InputError(f"--format {format_!r} is not supported; use --format onnx")
@@ -455,18 +457,11 @@ app.add_typer(server_commands.keys_app, name="keys")
 app.add_typer(server_commands.models_app, name="models")
 
 
-def _quiet_libraries() -> None:
-    """Our own progress bar is enough: silence the libraries' bars and info logs."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def main() -> None:
     """Console-script entry point: maps errors to one line and an exit code."""
-    _quiet_libraries()
+    from tuneforge.environment import quiet_libraries
+
+    quiet_libraries()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=sys.argv[1:], prog_name="tuneforge", standalone_mode=False)

@@ -9,6 +9,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -31,7 +32,7 @@ class TrainingProgress:
             console=console,
             transient=False,
         )
-        self.task = None
+        self.task: TaskID | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]

@@ -242,7 +242,7 @@ def models_import(
             FineTunedModel(
                 id=model_id,
                 project=project,
-                base_model=info.manifest["base_model"]["name"],
+                base_model=info.manifest.base_model.name,
                 job_id=folder,
                 bundle=str(dest.relative_to(layout.root)),
                 created_at=int(time.time()),

@@ -174,7 +174,8 @@ def _leakage(
     exact_a, normal_a = _groups(ta.texts), _groups(keys[a])
     exact_rows = [j for j, text in enumerate(tb.texts) if text in exact_a]
     normal_rows = [j for j, key in enumerate(keys[b]) if key in normal_a]
-    exact_examples, normal_examples = {}, {}
+    exact_examples: dict[str, dict] = {}
+    normal_examples: dict[str, dict] = {}
     for j in exact_rows:
         if len(exact_examples) < MAX_EXAMPLES:
             rows = exact_a[tb.texts[j]]

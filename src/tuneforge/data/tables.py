@@ -410,7 +410,7 @@ def _read_delimited(text: str, fmt: str, spec: _Spec, problems: _Problems) -> _P
     header_line, header = first[0], [name.strip() for name in first[1]]
     hint = _delimiter_hint(header, delimiter)
     columns = _resolve_columns(header, spec, problems, header_line, hint)
-    text_at = header.index(columns.text) if columns else 0
+    text_at = header.index(columns.text) if columns and columns.text is not None else 0
     label_at = header.index(columns.label) if columns and columns.label else None
     records: list[_Raw] = []
     n_rows = 0

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from tuneforge.evaluation.metrics import multi_label_metrics, single_label_metrics
-from tuneforge.inference.runner import sigmoid, softmax
+from tuneforge.models.forward import sigmoid, softmax
 
 
 def evaluate_logits(

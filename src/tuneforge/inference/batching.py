@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -185,7 +186,7 @@ class MicroBatcher:
                 req.rows[i] = row
                 req.remaining -= 1
                 if req.remaining == 0 and not req.future.done():
-                    req.future.set_result(np.stack(req.rows))
+                    req.future.set_result(np.stack(cast(list[np.ndarray], req.rows)))  # all filled
 
     @property
     def queued(self) -> int:

@@ -268,7 +268,7 @@ def fuse_integer_matmuls(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
         users = consumers.get(name, [])
         return users[0] if len(users) == 1 and users[0].op_type == op_type else None
 
-    replaced: dict[int, object] = {}
+    replaced: dict[int, onnx.NodeProto] = {}
     dropped: set[int] = set()
     for node in nodes:
         if node.op_type != "MatMulInteger" or len(node.input) != 4:

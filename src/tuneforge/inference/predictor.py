@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,8 @@ from tuneforge.bundle import BundleInfo, read_bundle
 from tuneforge.data.encode import encode_texts
 from tuneforge.errors import InputError
 from tuneforge.inference.backends import Backend
-from tuneforge.inference.runner import sigmoid, softmax
-from tuneforge.models.classifier import build_classifier
-from tuneforge.models.registry import resolve_base_model, weights_sha256
+from tuneforge.inference.loading import load_bundle_model
+from tuneforge.models.forward import sigmoid, softmax
 from tuneforge.training.device import resolve_precision
 
 
@@ -52,56 +50,6 @@ class Prediction:
         }
 
 
-def _load_model(info: BundleInfo, trust_remote_code: bool = False) -> torch.nn.Module:
-    path = info.path
-    if not info.adapter:
-        model_dir = path / "model"
-        level = logging.getLogger("transformers").level
-        from transformers import AutoModelForSequenceClassification
-
-        logging.getLogger("transformers").setLevel(logging.ERROR)
-        try:
-            return AutoModelForSequenceClassification.from_pretrained(
-                model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
-            )
-        finally:
-            logging.getLogger("transformers").setLevel(level)
-    base_info = info.manifest["base_model"]
-    base = resolve_base_model(base_info.get("path") or base_info["name"])
-    actual = weights_sha256(base.path)
-    if actual != base_info["sha256"]:
-        raise InputError(
-            f"bundle {path} was trained on base model {base_info['name']!r} with weights "
-            f"sha256 {base_info['sha256'][:16]}…, but {base.path} has {actual[:16]}…; "
-            "install the same base model version"
-        )
-    from peft import PeftModel
-
-    model = build_classifier(
-        base.path, info.labels, multi_label=info.multi_label, trust_remote_code=trust_remote_code
-    )
-    model = PeftModel.from_pretrained(model, path / "adapter")
-    _unwrap_modules_to_save(model)
-    # Fold the adapter into the weights: inference then costs what the base model costs.
-    return model.merge_and_unload()
-
-
-def _unwrap_modules_to_save(model: torch.nn.Module) -> None:
-    """Put the trained copies of peft's ``modules_to_save`` (head, pooler) in place.
-
-    peft's generic unload (used by IA3) copies ``weight`` onto each unwrapped module and so
-    fails on one without its own weight (BERT's pooler, RoBERTa's classification head); with
-    the wrappers gone, ``merge_and_unload`` only has the adapter layers left to fold.
-    """
-    from peft.utils import ModulesToSaveWrapper
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, ModulesToSaveWrapper):
-            parent_name, _, child_name = name.rpartition(".")
-            trained = module.modules_to_save[module.active_adapter]
-            setattr(model.get_submodule(parent_name), child_name, trained)
-
-
 class Predictor:
     """Classifies texts with a trained bundle.
 
@@ -114,7 +62,7 @@ class Predictor:
         self.tokenizer = tokenizer
         self.labels = info.labels
         self.multi_label = info.multi_label
-        thresholds = info.manifest.get("thresholds")
+        thresholds = info.thresholds
         self.thresholds = np.asarray(thresholds if thresholds is not None else 0.5)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -161,7 +109,7 @@ class Predictor:
         from transformers import AutoTokenizer
 
         from tuneforge.inference.backends import BACKENDS, OnnxBackend, TorchBackend, onnx_path
-        from tuneforge.inference.export import choose_backend
+        from tuneforge.inference.export_report import choose_backend
 
         info = read_bundle(path)
         if backend == "auto":
@@ -173,7 +121,7 @@ class Predictor:
         if backend == "torch":
             dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             runner: Backend = TorchBackend(
-                _load_model(info), pad_id, dev, resolve_precision(precision, dev)
+                load_bundle_model(info), pad_id, dev, resolve_precision(precision, dev)
             )
         else:
             file = onnx_path(info.path, backend)
@@ -196,9 +144,23 @@ class Predictor:
         return sigmoid(logits) if self.multi_label else softmax(logits)
 
     @overload
-    def predict(self, texts: str, **kwargs: Any) -> Prediction: ...
+    def predict(  # type: ignore[overload-overlap]  # a str is a Sequence[str] too; it matches first
+        self,
+        texts: str,
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        batch_size: int = 64,
+    ) -> Prediction: ...
     @overload
-    def predict(self, texts: Sequence[str], **kwargs: Any) -> list[Prediction]: ...
+    def predict(
+        self,
+        texts: Sequence[str],
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        batch_size: int = 64,
+    ) -> list[Prediction]: ...
 
     def predict(
         self,
@@ -218,7 +180,7 @@ class Predictor:
             batch_size: Texts per forward pass.
         """
         single = isinstance(texts, str)
-        batch = [texts] if single else list(texts)
+        batch: list[str] = [texts] if isinstance(texts, str) else list(texts)
         if not batch:
             return []
         if any(not isinstance(t, str) for t in batch):

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch import nn
 
 from tuneforge.data.encode import EncodedTexts, collate, sorted_batches
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` for ``dtype``, or a no-op when dtype is None (fp32)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from tuneforge.models.forward import autocast_context
 
 
 @torch.inference_mode()
@@ -55,15 +47,3 @@ def run_logits(
     if out is None:
         raise ValueError("no texts to run")
     return out
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 for stable probabilities."""
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Element-wise logistic function in float64."""
-    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

@@ -24,8 +24,8 @@ import torch
 
 from tuneforge.bundle import BundleInfo
 from tuneforge.errors import InputError
+from tuneforge.inference.loading import check_base_model, unwrap_modules_to_save
 from tuneforge.models.classifier import build_classifier
-from tuneforge.models.registry import resolve_base_model, weights_sha256
 
 
 def tensor_bytes(tensors) -> int:
@@ -87,18 +87,13 @@ class SharedBases:
                 del self._templates[template_key]
 
     def _base(self, info: BundleInfo) -> tuple[str, Path, dict[str, torch.nn.Parameter]]:
-        spec = info.manifest["base_model"]
-        base = resolve_base_model(spec.get("path") or spec["name"])
-        key = spec["sha256"]
+        key = info.manifest.base_model.sha256
         with self._lock:
             if key in self._bases:
+                # the same hash was checked against the installed weights when first loaded
+                base = check_base_model(info, actual_sha256=key)
                 return key, base.path, self._bases[key]
-            actual = weights_sha256(base.path)
-            if actual != key:
-                raise InputError(
-                    f"bundle {info.path} was trained on base weights {key[:16]}…, but "
-                    f"{base.path} has {actual[:16]}…; install the same base model version"
-                )
+            base = check_base_model(info)
             model = build_classifier(base.path, ["a", "b"], multi_label=False)
             params = {name: p for name, p in model.named_parameters() if "classifier" not in name}
             for p in params.values():
@@ -111,12 +106,10 @@ class SharedBases:
         """(model, base key, bytes of its own) for an adapter bundle, sharing the base."""
         from peft import PeftModel
 
-        from tuneforge.inference.predictor import _unwrap_modules_to_save
-
         key, base_path, shared = self._base(info)
         model = self._skeleton(info, base_path, shared, self._buffers[key])
         model = PeftModel.from_pretrained(model, info.path / "adapter")
-        _unwrap_modules_to_save(model)
+        unwrap_modules_to_save(model)
         model.eval()
         missing = [
             name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta
@@ -177,9 +170,13 @@ class SharedBases:
                         torch.zeros(param.shape, dtype=param.dtype), requires_grad=False
                     )
             for name, buffer in list(module._buffers.items()):
-                same = buffers.get(prefix + name)
-                if buffer is not None and same is not None and same.shape == buffer.shape:
-                    module._buffers[name] = same
+                shared_buffer = buffers.get(prefix + name)
+                if (
+                    buffer is not None
+                    and shared_buffer is not None
+                    and shared_buffer.shape == buffer.shape
+                ):
+                    module._buffers[name] = shared_buffer
         return model.eval()
 
 

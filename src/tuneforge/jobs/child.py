@@ -209,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-id", required=True)
     args = parser.parse_args(argv)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    from tuneforge.cli.main import _quiet_libraries
+    from tuneforge.environment import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     return run(args.database_url, args.data_dir, args.job_id)
 
 

@@ -5,6 +5,9 @@ died). Claiming happens inside one write transaction (SQLite: ``BEGIN IMMEDIATE`
 the engine; Postgres: ``FOR UPDATE SKIP LOCKED``), so two workers can never claim the same
 job. A worker keeps its claim by renewing the lease; a renewal that matches no row means the
 job was cancelled, paused or taken over, and the worker must stop its child at once.
+
+Every status change goes through this store and is checked against the status machine
+(``jobs/status.py``): ``claim``, ``finish`` and ``transition``.
 """
 
 from __future__ import annotations
@@ -13,16 +16,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import CursorResult, Engine, Result, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.jobs.db import READ_ONLY, session_factory
 from tuneforge.jobs.ids import new_id
+from tuneforge.jobs.status import TERMINAL, JobStatus, check_transition
 from tuneforge.jobs.tables import Checkpoint, Job, JobEvent, Worker
-
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,28 @@ class JobStore:
                 )
             )
 
+    # ------------------------------------------------------------ status changes
+
+    @staticmethod
+    def transition(job: Job, target: JobStatus, **fields: Any) -> JobStatus:
+        """Move ``job`` (a row of the caller's session) to ``target``; returns its previous
+        status. A final status stamps ``finished_at``, ``queued`` stamps ``queued_at``;
+        ``fields`` are set after (and may override those).
+
+        Raises:
+            InvalidTransition: The status machine has no such move.
+        """
+        previous = check_transition(job.status, target)
+        now = time.time()
+        job.status = target.value
+        if target in TERMINAL:
+            job.finished_at = int(now)
+        if target == JobStatus.QUEUED:
+            job.queued_at = now
+        for name, value in fields.items():
+            setattr(job, name, value)
+        return previous
+
     # ------------------------------------------------------------ claims and leases
 
     def claim(self, worker_id: str, lease_seconds: float) -> Claim | None:
@@ -130,11 +154,11 @@ class JobStore:
                     .where(
                         # queued, and any previous owner has let go (or died)
                         (
-                            (Job.status == "queued")
+                            (Job.status == JobStatus.QUEUED)
                             & (Job.lease_owner.is_(None) | (Job.lease_expires_at < now))
                         )
                         # running on a worker that stopped renewing its lease
-                        | ((Job.status == "running") & (Job.lease_expires_at < now))
+                        | ((Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < now))
                     )
                     .order_by(Job.queued_at)
                     .limit(1)
@@ -144,7 +168,7 @@ class JobStore:
                 job = s.scalars(query).first()
                 if job is None:
                     return None
-                taken_over = job.status == "running"
+                taken_over = job.status == JobStatus.RUNNING
                 if taken_over:
                     self.add_event(
                         job.id,
@@ -158,16 +182,23 @@ class JobStore:
                         f"The job failed {job.attempts} times (limit {job.max_attempts}); "
                         "the last attempt lost its worker."
                     )
-                    job.status, job.finished_at = "failed", int(now)
-                    job.error = {"code": "too_many_attempts", "message": reason, "param": None}
-                    job.lease_owner, job.lease_expires_at = None, None
+                    self.transition(
+                        job,
+                        JobStatus.FAILED,
+                        error={"code": "too_many_attempts", "message": reason, "param": None},
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
                     self.add_event(job.id, reason, level="error", session=s)
                     continue  # commit, then look for another job
-                job.status = "running"
-                job.attempts += 1
-                job.lease_owner = worker_id
-                job.lease_expires_at = now + lease_seconds
-                job.started_at = job.started_at or int(now)
+                self.transition(
+                    job,
+                    JobStatus.RUNNING,
+                    attempts=job.attempts + 1,
+                    lease_owner=worker_id,
+                    lease_expires_at=now + lease_seconds,
+                    started_at=job.started_at or int(now),
+                )
                 return Claim(
                     job_id=job.id,
                     attempt=job.attempts,
@@ -181,33 +212,48 @@ class JobStore:
         with self.sessions.begin() as s:
             result = s.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "running")
+                .where(
+                    Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.RUNNING
+                )
                 .values(lease_expires_at=time.time() + lease_seconds, **fields)
             )
-            return result.rowcount == 1
+            return _rowcount(result) == 1
 
-    def finish(self, job_id: str, worker_id: str, status: str, **fields: Any) -> bool:
-        """Move our running job to a final or queued state; False if it was not ours anymore."""
-        values: dict[str, Any] = {"status": status, "lease_owner": None, "lease_expires_at": None}
+    def finish(self, job_id: str, worker_id: str, status: JobStatus, **fields: Any) -> bool:
+        """Move our running job to a final or queued state; False if it was not ours anymore.
+
+        Raises:
+            InvalidTransition: ``status`` is not a move a running job may make.
+        """
+        check_transition(JobStatus.RUNNING, status)
+        values: dict[str, Any] = {
+            "status": status.value,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
         if status in TERMINAL:
             values["finished_at"] = int(time.time())
-        if status == "queued":
+        if status == JobStatus.QUEUED:
             values["queued_at"] = time.time()
         values.update(fields)
         with self.sessions.begin() as s:
             result = s.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "running")
+                .where(
+                    Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.RUNNING
+                )
                 .values(**values)
             )
-            return result.rowcount == 1
+            return _rowcount(result) == 1
 
     def release(self, job_id: str, worker_id: str) -> None:
         """Drop our lease on a job that left ``running`` (cancelled or paused through the API)."""
         with self.sessions.begin() as s:
             s.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status != "running")
+                .where(
+                    Job.id == job_id, Job.lease_owner == worker_id, Job.status != JobStatus.RUNNING
+                )
                 .values(lease_owner=None, lease_expires_at=None)
             )
 
@@ -255,3 +301,8 @@ class JobStore:
                 select(Worker.id).where(Worker.heartbeat_at >= time.time() - within_seconds)
             )
             return len(list(rows))
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE matched (``Session.execute`` is typed as returning a plain Result)."""
+    return cast(CursorResult[Any], result).rowcount

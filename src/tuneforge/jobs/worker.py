@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.results import record_success
+from tuneforge.jobs.status import JobStatus
 from tuneforge.jobs.store import Claim, JobStore
 from tuneforge.jobs.tables import Job
 
@@ -194,7 +194,7 @@ class Worker:
             )
             return
         if stopped_by == "shutdown":
-            self.store.finish(job_id, self.id, "queued", attempts=claim.attempt - 1)
+            self.store.finish(job_id, self.id, JobStatus.QUEUED, attempts=claim.attempt - 1)
             self.store.add_event(
                 job_id, f"Worker {self.id} shut down; the job is queued again", level="warn"
             )
@@ -210,7 +210,7 @@ class Worker:
             return
         reason = f"the training process exited with code {code}" + _log_tail(log_path)
         if claim.attempt < claim.max_attempts:
-            if self.store.finish(job_id, self.id, "queued"):
+            if self.store.finish(job_id, self.id, JobStatus.QUEUED):
                 self.store.add_event(
                     job_id,
                     f"Attempt {claim.attempt} failed ({reason}); the job is queued again "
@@ -227,11 +227,16 @@ class Worker:
     def _succeed(self, job_id: str, trained_tokens: int | None) -> None:
         with self.store.sessions.begin() as s:
             job = s.get(Job, job_id)
-            if job is None or job.status != "running" or job.lease_owner != self.id:
+            if job is None or job.status != JobStatus.RUNNING or job.lease_owner != self.id:
                 return  # cancelled at the last moment: keep the cancellation
             record_success(s, job, self.layout, trained_tokens)
-            job.status, job.finished_at = "succeeded", int(time.time())
-            job.lease_owner, job.lease_expires_at, job.estimated_finish = None, None, None
+            self.store.transition(
+                job,
+                JobStatus.SUCCEEDED,
+                lease_owner=None,
+                lease_expires_at=None,
+                estimated_finish=None,
+            )
             self.store.add_event(
                 job_id,
                 f"The job has successfully completed; new model: {job.fine_tuned_model}",
@@ -241,7 +246,7 @@ class Worker:
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
         error = {"code": code, "message": message, "param": None}
-        if self.store.finish(job_id, self.id, "failed", error=error, estimated_finish=None):
+        if self.store.finish(job_id, self.id, JobStatus.FAILED, error=error, estimated_finish=None):
             self.store.add_event(job_id, f"The job failed: {message}", level="error")
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from torch import nn
 
 from tuneforge.config import MethodConfig
 from tuneforge.methods.registry import Method, register_method
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def prepare_full(model: nn.Module, config: MethodConfig) -> nn.Module:
@@ -18,7 +23,8 @@ def prepare_full(model: nn.Module, config: MethodConfig) -> nn.Module:
     for param in model.parameters():
         param.requires_grad_(True)
     if config.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+        classifier = cast("PreTrainedModel", model)  # prepare takes the built classifier
+        classifier.get_input_embeddings().weight.requires_grad_(False)
     return model
 
 

@@ -12,19 +12,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from tuneforge.bundle import (
-    BUNDLE_FORMAT,
-    BUNDLE_VERSION,
-    MANIFEST,
+    BaseModelRef,
+    Manifest,
     atomic_write_json,
     check_output_dir,
     publish,
     staging_dir,
+    write_manifest,
 )
 from tuneforge.card import render_model_card
 from tuneforge.config import RunConfig
@@ -37,10 +37,11 @@ from tuneforge.errors import InputError, Problem
 from tuneforge.evaluation.evaluate import evaluate_logits
 from tuneforge.evaluation.metrics import selection_score, tune_thresholds
 from tuneforge.evaluation.report import write_eval_report
-from tuneforge.inference.runner import run_logits, sigmoid
+from tuneforge.inference.runner import run_logits
 from tuneforge.methods import get_method
 from tuneforge.methods.head import head_parameter_prefixes
 from tuneforge.models.classifier import build_classifier, load_tokenizer
+from tuneforge.models.forward import sigmoid
 from tuneforge.models.registry import BaseModel, resolve_base_model
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
@@ -48,6 +49,10 @@ from tuneforge.training.device import pick_device, resolve_precision, set_thread
 from tuneforge.training.events import EventLog, Listener
 from tuneforge.training.loop import LoopSettings, fit, steps_per_epoch
 from tuneforge.training.seed import seed_everything
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -84,6 +89,7 @@ def load_splits(config: RunConfig) -> Splits:
             problems.extend(exc.problems or [Problem(file=path, message=str(exc))])
     if problems:
         raise InputError(f"{len(problems)} problem(s) in the data files", problems)
+    assert tables["train"] is not None  # DataConfig.train is required
     return make_splits(
         tables["train"],
         tables["validation"],
@@ -243,7 +249,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     events = EventLog(stage / "events.jsonl", listeners=list(listeners))
     try:
         seed_everything(t.seed)
-        model = build_classifier(
+        model: torch.nn.Module = build_classifier(
             base.path,
             list(labels.names),
             multi_label=multi,
@@ -334,29 +340,28 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         if staged.exists():
             shutil.rmtree(staged)
         staged.mkdir()
+        saved = cast("PreTrainedModel | PeftModel", model)  # the classifier or its peft wrapper
         if method.adapter:
-            model.save_pretrained(staged / "adapter")
+            saved.save_pretrained(str(staged / "adapter"))
         else:
-            model.save_pretrained(staged / "model", safe_serialization=True)
+            saved.save_pretrained(str(staged / "model"), safe_serialization=True)
         tokenizer.save_pretrained(staged / "tokenizer")
-        manifest = {
-            "format": BUNDLE_FORMAT,
-            "version": BUNDLE_VERSION,
-            "task": "multi_label" if multi else "single_label",
-            "method": method.name,
-            "adapter": method.adapter,
-            "labels": list(labels.names),
-            "max_length": max_length,
-            "thresholds": thresholds.tolist() if thresholds is not None else None,
-            "base_model": {
-                "name": base.name,
-                "source": base.source,
-                "sha256": base.weights_sha256(),
-                "path": str(base.path) if base.source != "package" else None,
-            },
-            "created_at": int(time.time()),
-        }
-        atomic_write_json(staged / MANIFEST, manifest)
+        manifest = Manifest(
+            task="multi_label" if multi else "single_label",
+            method=method.name,
+            adapter=method.adapter,
+            labels=tuple(labels.names),
+            max_length=max_length,
+            thresholds=tuple(thresholds.tolist()) if thresholds is not None else None,
+            base_model=BaseModelRef(
+                name=base.name,
+                source=base.source,
+                sha256=base.weights_sha256(),
+                path=str(base.path) if base.source != "package" else None,
+            ),
+            created_at=int(time.time()),
+        )
+        write_manifest(staged, manifest)
         atomic_write_json(staged / "run_config.json", resolved.to_dict())
         atomic_write_json(staged / "eval.json", metrics)
         write_eval_report(

@@ -43,7 +43,7 @@ def build_state(settings: Settings) -> AppState:
         base_models=base_model_table(settings),
         models=ModelCache(cache_settings(settings)),
         limiter=RateLimiter(settings.rate_limit_per_minute),
-        metrics=None,  # type: ignore[arg-type] - set below (it reads the state)
+        metrics=None,  # type: ignore[arg-type]  # set below: Metrics reads the state
     )
     fail_interrupted_validations(store)
     state.metrics = Metrics(
@@ -55,17 +55,20 @@ def build_state(settings: Settings) -> AppState:
 def fail_interrupted_validations(store: JobStore) -> None:
     """Jobs left in ``validating_files`` by a server that stopped mid-request: fail them
     with the reason (their files were never checked), so none waits forever."""
-    import time
-
     from sqlalchemy import select
 
+    from tuneforge.jobs.status import JobStatus
     from tuneforge.jobs.tables import Job
 
     with store.sessions.begin() as session:
-        for job in session.scalars(select(Job).where(Job.status == "validating_files")):
+        query = select(Job).where(Job.status == JobStatus.VALIDATING_FILES)
+        for job in session.scalars(query):
             message = "The server stopped while validating the files; create the job again."
-            job.status, job.finished_at = "failed", int(time.time())
-            job.error = {"code": "validation_interrupted", "message": message, "param": None}
+            store.transition(
+                job,
+                JobStatus.FAILED,
+                error={"code": "validation_interrupted", "message": message, "param": None},
+            )
             store.add_event(job.id, message, level="error", session=session)
 
 

@@ -205,7 +205,7 @@ def _runner(predictor: Predictor):
     """Batch function: one row per text, the probabilities then the text's token count
     (tokenised once, for the answer's ``usage``)."""
     from tuneforge.data.encode import encode_texts
-    from tuneforge.inference.runner import sigmoid, softmax
+    from tuneforge.models.forward import sigmoid, softmax
 
     def run(texts) -> np.ndarray:
         encoded = encode_texts(predictor.tokenizer, list(texts), predictor.info.max_length)

@@ -2,7 +2,8 @@
 
 The file is the contract with the API and dashboard: one JSON object per line with a
 ``type`` (``start``, ``step``, ``eval``, ``checkpoint``, ``resume``, ``early_stop``,
-``summary``) and ``time`` (Unix seconds).
+``summary``) and ``time`` (Unix seconds). Each type is a dataclass here (``EVENT_TYPES``);
+``EventLog.emit`` checks every event against its dataclass, ``parse_event`` reads one back.
 """
 
 from __future__ import annotations
@@ -11,10 +12,169 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 Listener = Callable[[dict[str, Any]], None]
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """One line of ``events.jsonl``. Subclasses are the event types, registered by name with
+    ``@event_type("name")``; their fields are the line's keys after ``type`` and ``time``.
+
+    To add an event: a frozen, keyword-only dataclass subclass here, decorated with
+    ``@event_type``; readers that do not know it skip it by its ``type``.
+
+    Attributes:
+        time: Unix seconds (set when the event is written).
+    """
+
+    type: ClassVar[str]
+    time: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-lines form: ``type``, ``time``, then the fields (non-finite floats as
+        null)."""
+        return {
+            "type": self.type,
+            **{f.name: _clean(getattr(self, f.name)) for f in dataclass_fields(self)},
+        }
+
+
+E = TypeVar("E", bound=type[Event])
+
+
+def event_type(name: str) -> Callable[[E], E]:
+    """Register an Event subclass under its ``type`` name."""
+
+    def register(cls: E) -> E:
+        if name in EVENT_TYPES:
+            raise ValueError(f"event type {name!r} is registered twice")
+        cls.type = name
+        EVENT_TYPES[name] = cls
+        return cls
+
+    return register
+
+
+def make_event(type_: str, **fields: Any) -> Event:
+    """The typed event for a type name and its fields.
+
+    Raises:
+        ValueError: An unregistered type, or fields that are not that type's.
+    """
+    cls = EVENT_TYPES.get(type_)
+    if cls is None:
+        raise ValueError(
+            f"unknown training event type {type_!r}: add a dataclass for it in "
+            "tuneforge/training/events.py"
+        )
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise ValueError(f"training event {type_!r}: {exc}") from None
+
+
+def parse_event(line: dict[str, Any]) -> Event:
+    """A JSON-lines event (a dict with ``type``) as its typed event.
+
+    Raises:
+        ValueError: No ``type``, an unknown type, or keys that are not that type's.
+    """
+    fields = dict(line)
+    type_ = fields.pop("type", None)
+    if not isinstance(type_, str):
+        raise ValueError(f"training event without a type: {line!r}")
+    return make_event(type_, **fields)
+
+
+@event_type("start")
+@dataclass(frozen=True, kw_only=True)
+class StartEvent(Event):
+    """Training (re)starts: the plan it runs."""
+
+    total_steps: int
+    steps_per_epoch: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    train_examples: int
+    resumed_from: int | None = None
+
+
+@event_type("resume")
+@dataclass(frozen=True, kw_only=True)
+class ResumeEvent(Event):
+    """Training continues from a checkpoint."""
+
+    step: int
+    epoch: int
+    checkpoint: str
+
+
+@event_type("step")
+@dataclass(frozen=True, kw_only=True)
+class StepEvent(Event):
+    """One optimizer step."""
+
+    step: int
+    epoch: float
+    loss: float | None
+    lr: float
+    grad_norm: float | None
+    examples_per_s: float
+    total_steps: int
+
+
+@event_type("eval")
+@dataclass(frozen=True, kw_only=True)
+class EvalEvent(Event):
+    """An evaluation of the model on a split."""
+
+    split: str
+    step: int
+    epoch: float
+    score: float | None
+    improved: bool
+    metrics: dict[str, Any]
+
+
+@event_type("checkpoint")
+@dataclass(frozen=True, kw_only=True)
+class CheckpointEvent(Event):
+    """A complete, resumable checkpoint was written."""
+
+    step: int
+    path: str
+
+
+@event_type("early_stop")
+@dataclass(frozen=True, kw_only=True)
+class EarlyStopEvent(Event):
+    """Training stopped: validation stopped improving."""
+
+    step: int
+    best_step: int
+
+
+@event_type("summary")
+@dataclass(frozen=True, kw_only=True)
+class SummaryEvent(Event):
+    """The run's outcome: steps, speed, headline metrics of the best checkpoint."""
+
+    best_step: int
+    steps: int
+    stopped_early: bool
+    train_seconds: float
+    train_examples_per_s: float
+    trained_tokens: int
+    validation: dict[str, Any]
+    test: dict[str, Any]
 
 
 def _clean(value: Any) -> Any:
@@ -41,14 +201,27 @@ class EventLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = path.open("a", encoding="utf-8")
 
-    def emit(self, type_: str, **fields: Any) -> dict[str, Any]:
-        """Write one event and pass it to the listeners."""
-        event = {"type": type_, "time": round(time.time(), 3), **_clean(fields)}
-        self._fh.write(json.dumps(event, allow_nan=False) + "\n")
+    def emit(self, event: Event | str, **fields: Any) -> dict[str, Any]:
+        """Write one event and pass it (as its JSON dict) to the listeners.
+
+        Args:
+            event: A typed event, or a registered type name with ``fields`` (checked
+                against that type's dataclass).
+
+        Raises:
+            ValueError: An unknown type name or fields that are not that type's.
+        """
+        if isinstance(event, str):
+            event = make_event(event, **fields)
+        elif fields:
+            raise TypeError("pass fields only with an event type name")
+        line = event.to_dict()
+        line["time"] = round(time.time(), 3)
+        self._fh.write(json.dumps(line, allow_nan=False) + "\n")
         self._fh.flush()
         for listener in self.listeners:
-            listener(event)
-        return event
+            listener(line)
+        return line
 
     def count(self) -> int:
         """Number of events written so far."""

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tuneforge.data.encode import EncodedTexts, collate, length_grouped_batches
-from tuneforge.inference.runner import autocast_context
+from tuneforge.models.forward import autocast_context
 from tuneforge.training import checkpoint as ckpt
 from tuneforge.training.events import EventLog
 from tuneforge.training.optim import build_optimizer, linear_schedule

@@ -10,7 +10,10 @@ connection = config.attributes.get("connection")
 if connection is None:  # pragma: no cover - `alembic` CLI use: build an engine from the URL
     from tuneforge.jobs.db import make_engine
 
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise SystemExit("set sqlalchemy.url in alembic.ini (or run `tuneforge serve`)")
+    engine = make_engine(url)
     with engine.begin() as connection:
         context.configure(connection=connection, target_metadata=target_metadata)
         with context.begin_transaction():

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneforge.jobs.status import JobStatus
+
 Auto = Literal["auto"]
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -95,9 +97,7 @@ class JobObject(BaseModel):
     organization_id: str
     result_files: list[str]
     seed: int
-    status: Literal[
-        "validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"
-    ]
+    status: JobStatus
     trained_tokens: int | None = None
     training_file: str
     validation_file: str | None = None

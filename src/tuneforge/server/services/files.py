@@ -17,12 +17,12 @@ from tuneforge.data.tables import read_table
 from tuneforge.errors import InputError
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.layout import DataDir
+from tuneforge.jobs.status import UNFINISHED
 from tuneforge.jobs.tables import File, Job
 from tuneforge.server.errors import APIError, not_found
 
 PURPOSES = ("fine-tune",)
 EXTENSIONS = (".jsonl", ".csv", ".tsv", ".parquet")
-UNFINISHED = ("validating_files", "queued", "running", "paused")
 _UNSAFE = re.compile(r"[^\w.\- ()+,=@]")
 
 

@@ -15,6 +15,7 @@ from tuneforge.errors import InputError, Problem
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.results import fine_tuned_model_id
 from tuneforge.jobs.spec import build_run_config, resolve_paths
+from tuneforge.jobs.status import JobStatus, sources_of
 from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.tables import Checkpoint, Job, JobEvent
 from tuneforge.server.errors import APIError, not_found
@@ -23,11 +24,11 @@ from tuneforge.server.services.files import get_file
 from tuneforge.server.state import AppState
 
 OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
-# status -> statuses a request may move it to
-TRANSITIONS = {
-    "cancel": ({"validating_files", "queued", "running", "paused"}, "cancelled"),
-    "pause": ({"queued", "running"}, "paused"),
-    "resume": ({"paused"}, "queued"),
+# what a request may do -> (from which statuses, to which); the store checks the move too
+ACTIONS = {
+    "cancel": (sources_of(JobStatus.CANCELLED), JobStatus.CANCELLED),
+    "pause": (sources_of(JobStatus.PAUSED), JobStatus.PAUSED),
+    "resume": (frozenset({JobStatus.PAUSED}), JobStatus.QUEUED),
 }
 
 
@@ -147,7 +148,7 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
         seed=seed,
         metadata_=body.metadata,
         run_config=config.to_dict(),
-        status="validating_files",
+        status=JobStatus.VALIDATING_FILES.value,
         result_files=[],
         created_at=now,
         attempts=0,
@@ -171,12 +172,12 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
         },
     )
     if error is not None:
-        job.status, job.error, job.finished_at = "failed", error, int(time.time())
+        store.transition(job, JobStatus.FAILED, error=error)
         store.add_event(
             job.id, f"Validation failed: {error['message']}", level="error", session=session
         )
     else:
-        job.status, job.queued_at = "queued", time.time()
+        store.transition(job, JobStatus.QUEUED)
         store.add_event(job.id, "Files validated, moving job to queued state", session=session)
     session.commit()
     return job
@@ -199,7 +200,7 @@ def _validate_files(
         problems = exc.problems or [Problem(file=resolved.data.train, message=str(exc))]
         first = problems[0]
         is_valid = resolved.data.validation and Path(first.file) == Path(resolved.data.validation)
-        file_id = valid_id if is_valid else train_id
+        file_id = valid_id if is_valid and valid_id else train_id
         shown = _readable(first, file_id, names)
         # a message may name the other file by its stored path: never show server paths
         for path, shown_id in (
@@ -257,7 +258,7 @@ def change_state(store: JobStore, session: Session, project: str, job_id: str, a
     A running job's worker notices within a second (its lease renewal stops matching) and
     stops the training process.
     """
-    allowed, target = TRANSITIONS[action]
+    allowed, target = ACTIONS[action]
     job = get_job(session, project, job_id)
     if job.status not in allowed:
         raise APIError(
@@ -267,13 +268,10 @@ def change_state(store: JobStore, session: Session, project: str, job_id: str, a
             code="invalid_state",
             param="fine_tuning_job_id",
         )
-    previous = job.status
-    job.status = target
-    if target == "cancelled":
-        job.finished_at, job.estimated_finish = int(time.time()), None
-    if target == "queued":
-        job.queued_at = time.time()
-    if action == "pause" and previous == "running":
+    previous = store.transition(job, target)
+    if target == JobStatus.CANCELLED:
+        job.estimated_finish = None
+    if action == "pause" and previous == JobStatus.RUNNING:
         # The user stopped the attempt; it did not fail, so it does not count toward
         # max_attempts (as when a worker shuts down), or a few pauses would fail the job.
         job.attempts = max(job.attempts - 1, 0)

@@ -1,4 +1,4 @@
-"""Evaluate a trained bundle on any labelled file (``tuneforge eval``)."""
+"""Evaluate a trained bundle on any labelled file (``tuneforge eval``): the evaluate workflow."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Export a bundle to ONNX (fp32, and int8 with calibrated activation scales) and record
-what each backend costs in accuracy and gains in speed, on the bundle's validation split.
+"""The export workflow (``tuneforge export``): a bundle to ONNX (fp32, and int8 with
+calibrated activation scales), recording what each backend costs in accuracy and gains in
+speed on the bundle's validation split.
 
 The fp32 graph gets ONNX Runtime's transformer fusions where every layer fuses; int8 uses
 weights per channel and activation scales fixed from calibration texts (``onnx_graph``).
@@ -18,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,11 +36,15 @@ from tuneforge.inference.backends import (
     Backend,
     OnnxBackend,
     TorchBackend,
-    onnx_path,
 )
+from tuneforge.inference.export_report import EXPORT_REPORT
+from tuneforge.inference.loading import load_bundle_model
 from tuneforge.inference.onnx_graph import fuse_transformer, quantize_int8
+from tuneforge.models.forward import probabilities
 
-EXPORT_REPORT = "export.json"
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 CALIBRATION_TEXTS = 256
 OPSET = 17
 
@@ -90,7 +95,7 @@ def bundle_validation(info: BundleInfo, override: str | None = None) -> Validati
     return ValidationData([table.texts[i] for i in keep], [table.labels[i] for i in keep], source)
 
 
-def _export_fp32(model: torch.nn.Module, path: Path, vocab_size: int) -> bool:
+def _export_fp32(model: PreTrainedModel, path: Path, vocab_size: int) -> bool:
     """Export ``model`` to ``path`` (fused where ONNX Runtime can); returns whether fused."""
 
     class Logits(torch.nn.Module):
@@ -178,8 +183,6 @@ def export_bundle(
     """
     from transformers import AutoTokenizer
 
-    from tuneforge.inference.predictor import _load_model
-
     info = read_bundle(bundle)
     data = bundle_validation(info, validation_file)
     tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer")
@@ -194,8 +197,8 @@ def export_bundle(
         )
     except InputError as exc:
         raise InputError(f"validation data {data.source}: {exc}") from None
-    thresholds = info.manifest.get("thresholds")
-    model = _load_model(info)
+    thresholds = info.thresholds
+    model = load_bundle_model(info)
     reference = TorchBackend(model, pad_id, torch.device("cpu"))
 
     stage = Path(tempfile.mkdtemp(prefix=".onnx.", dir=info.path))
@@ -227,7 +230,7 @@ def export_bundle(
                 multi_label=info.multi_label,
                 thresholds=np.asarray(thresholds) if thresholds is not None else 0.5,
             )
-            accuracy = metrics.get("accuracy", metrics.get("subset_accuracy"))
+            accuracy = metrics["accuracy"] if "accuracy" in metrics else metrics["subset_accuracy"]
             entry: dict[str, Any] = {"accuracy": accuracy, "macro_f1": metrics["macro_f1"]}
             if ref_logits is None:
                 ref_logits, ref_accuracy = logits, accuracy
@@ -238,7 +241,8 @@ def export_bundle(
                 )
                 entry["max_probability_diff"] = float(
                     np.abs(
-                        _probs(logits, info.multi_label) - _probs(ref_logits, info.multi_label)
+                        probabilities(logits, multi_label=info.multi_label)
+                        - probabilities(ref_logits, multi_label=info.multi_label)
                     ).max()
                 )
             entry.update(_time_backend(backend, encoded))
@@ -257,39 +261,6 @@ def export_bundle(
         return result
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-
-
-def read_export_report(bundle: Path) -> dict[str, Any] | None:
-    """The bundle's ``onnx/export.json``, or None when it was never exported."""
-    path = bundle / ONNX_DIR / EXPORT_REPORT
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def choose_backend(bundle: Path, max_accuracy_drop: float) -> str:
-    """The fastest exported backend whose recorded accuracy drop is at most the bound.
-
-    "Fastest" is the recorded batch-32 throughput (what a micro-batching server sees).
-    Without an export, or when no export is within the bound, ``torch``.
-    """
-    report = read_export_report(bundle)
-    if report is None:
-        return "torch"
-    best, best_speed = "torch", report["backends"].get("torch", {}).get("batch32_per_s", 0.0)
-    for name, entry in report["backends"].items():
-        if name == "torch" or not onnx_path(bundle, name).is_file():
-            continue
-        within = entry.get("accuracy_drop", 1.0) <= max_accuracy_drop + 1e-12
-        if within and entry.get("batch32_per_s", 0.0) > best_speed:
-            best, best_speed = name, entry["batch32_per_s"]
-    return best
-
-
-def _probs(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    from tuneforge.inference.runner import sigmoid, softmax
-
-    return sigmoid(logits) if multi_label else softmax(logits)
 
 
 def _ort_version() -> str:

@@ -1,0 +1,86 @@
+"""Load a bundle's PyTorch model: the one place that turns ``model/`` or ``adapter/`` into a
+module ready to run, and checks an adapter's base model is the one it was trained on."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+
+from tuneforge.bundle import BundleInfo
+from tuneforge.errors import InputError
+from tuneforge.models.classifier import build_classifier
+from tuneforge.models.registry import BaseModel, resolve_base_model, weights_sha256
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+def check_base_model(info: BundleInfo, actual_sha256: str | None = None) -> BaseModel:
+    """The base model an adapter bundle was trained on, checked by its weights' hash.
+
+    Args:
+        info: An adapter bundle.
+        actual_sha256: The hash of the installed base weights when the caller knows it
+            already (None: computed here).
+
+    Raises:
+        InputError: The base model is not installed, or its weights differ.
+    """
+    spec = info.manifest.base_model
+    base = resolve_base_model(spec.path or spec.name)
+    actual = actual_sha256 if actual_sha256 is not None else weights_sha256(base.path)
+    if actual != spec.sha256:
+        raise InputError(
+            f"bundle {info.path} was trained on base model {spec.name!r} with weights "
+            f"sha256 {spec.sha256[:16]}…, but {base.path} has {actual[:16]}…; "
+            "install the same base model version"
+        )
+    return base
+
+
+def unwrap_modules_to_save(model: torch.nn.Module) -> None:
+    """Put the trained copies of peft's ``modules_to_save`` (head, pooler) in place.
+
+    peft's generic unload (used by IA3) copies ``weight`` onto each unwrapped module and so
+    fails on one without its own weight (BERT's pooler, RoBERTa's classification head); with
+    the wrappers gone, ``merge_and_unload`` only has the adapter layers left to fold.
+    """
+    from peft.utils import ModulesToSaveWrapper
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child_name = name.rpartition(".")
+            trained = module.modules_to_save[module.active_adapters[0]]
+            setattr(model.get_submodule(parent_name), child_name, trained)
+
+
+def load_bundle_model(info: BundleInfo) -> PreTrainedModel:
+    """The bundle's classifier in fp32, on the CPU, as a plain transformers model.
+
+    A full bundle loads ``model/``; an adapter bundle builds its base model (after checking
+    the weights' hash) and folds the adapter into it, so inference costs what the base
+    model costs.
+
+    Raises:
+        InputError: An adapter whose base model is missing or differs.
+    """
+    if not info.adapter:
+        from transformers import AutoModelForSequenceClassification
+
+        level = logging.getLogger("transformers").level
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(
+                info.path / "model", dtype=torch.float32
+            )
+        finally:
+            logging.getLogger("transformers").setLevel(level)
+    base = check_base_model(info)
+    from peft import PeftModel
+
+    classifier = build_classifier(base.path, info.labels, multi_label=info.multi_label)
+    model = PeftModel.from_pretrained(classifier, info.path / "adapter")
+    unwrap_modules_to_save(model)
+    return model.merge_and_unload()
