@@ -418,6 +418,20 @@ SECTIONS: dict[str, type] = {
 TOP_LEVEL = ("output", "overwrite", "resume")
 
 
+def load_yaml(text: str) -> Any:
+    """YAML (or JSON) with YAML 1.2 floats: ``2e-5`` is a number, as in JSON."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    exponent_float = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent_float, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # a SafeLoader subclass: no objects
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A run config (or part of one) from a YAML or JSON file, e.g. a bundle's
     ``run_config.json``.
@@ -429,7 +443,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = load_yaml(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"--config {p}: file not found") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -462,7 +476,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
             f"({', '.join(SECTIONS)}) or {', '.join(TOP_LEVEL)}"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value

@@ -20,6 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from tuneforge.config import load_yaml
 from tuneforge.errors import InputError
 from tuneforge.jobs.db import sqlite_url
 
@@ -128,7 +129,7 @@ def read_settings_file(path: Path, settings_cls: type[BaseSettings] = Settings) 
     import yaml  # JSON is YAML too
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise InputError(f"server config {path}: file not found") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
