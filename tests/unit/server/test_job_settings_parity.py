@@ -142,7 +142,7 @@ def test_every_api_setting_reaches_the_run_config() -> None:
 def test_unknown_selection_metric_is_refused_at_job_creation() -> None:
     from tuneforge.errors import InputError
 
-    with pytest.raises(InputError, match="train.selection_metric: unknown metric 'f1'"):
+    with pytest.raises(InputError, match=r"train\.selection_metric: unknown metric 'f1'"):
         build_run_config(
             training_file="f",
             validation_file=None,
