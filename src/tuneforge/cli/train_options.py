@@ -67,7 +67,7 @@ def _shown_default(s: Setting) -> str | bool:
 
 def setting_parameter(s: Setting) -> inspect.Parameter:
     """A typer option for one setting; None when not given (so lower layers decide)."""
-    common = {
+    common: dict[str, Any] = {
         "help": s.help.replace("``", "'"),
         "rich_help_panel": PANELS.get(s.section, s.section),
         "show_default": _shown_default(s),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -48,27 +48,39 @@ def _fields(table: dict[str, Setting]) -> dict[str, Any]:
     return fields
 
 
-Hyperparameters = create_model(
-    "Hyperparameters",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="OpenAI's three hyperparameters (a number or ``\"auto\"``), then tuneforge's "
-    "training settings by their config names (null: the default).",
-    **_fields(hyperparameter_settings()),
-)
-MethodParams = create_model(
-    "MethodParams",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="Per-method settings (``method.<type>``): hyperparameters and the method's options.",
-    hyperparameters=(Hyperparameters | None, None),
-    **_fields(method_option_settings()),
-)
-Method = create_model(
-    "Method",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="``supervised`` (OpenAI; = full fine-tuning) or a registered tuneforge method.",
-    type=(Literal[tuple(method_types())], "supervised"),
-    **{name: (MethodParams | None, None) for name in method_types()},
-)
+if TYPE_CHECKING:  # what type checkers see; the fields are built below, at run time
+
+    class Hyperparameters(BaseModel): ...
+
+    class MethodParams(BaseModel):
+        hyperparameters: Hyperparameters | None
+
+    class Method(BaseModel):
+        type: str
+
+else:
+    Hyperparameters = create_model(
+        "Hyperparameters",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="OpenAI's three hyperparameters (a number or ``\"auto\"``), then tuneforge's "
+        "training settings by their config names (null: the default).",
+        **_fields(hyperparameter_settings()),
+    )
+    MethodParams = create_model(
+        "MethodParams",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="Per-method settings (``method.<type>``): hyperparameters and the method's "
+        "options.",
+        hyperparameters=(Hyperparameters | None, None),
+        **_fields(method_option_settings()),
+    )
+    Method = create_model(
+        "Method",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="``supervised`` (OpenAI; = full fine-tuning) or a registered tuneforge method.",
+        type=(Literal[tuple(method_types())], "supervised"),
+        **{name: (MethodParams | None, None) for name in method_types()},
+    )
 
 
 class JobCreate(BaseModel):
