@@ -107,21 +107,25 @@ def data_check(
     validation: Annotated[str | None, typer.Option(help="Validation file.")] = None,
     test: Annotated[str | None, typer.Option(help="Test file.")] = None,
     model: Annotated[
-        str, typer.Option(help="Model whose tokenizer measures token lengths.")
-    ] = "default",
+        str | None,
+        typer.Option(help="Model whose tokenizer measures token lengths (default: train's)."),
+    ] = None,
     text_column: TextColumn = None,
     label_column: LabelColumn = None,
     multi_label: Annotated[
-        bool, typer.Option("--multi-label", help="Rows may carry several labels.")
-    ] = False,
+        bool | None, typer.Option("--multi-label", help="Rows may carry several labels.")
+    ] = None,
     label_separator: Annotated[
-        str, typer.Option(help="Separator of several labels in one CSV cell.")
-    ] = "|",
-    seed: Annotated[int, typer.Option(help="Seed of the split (same as train's).")] = 42,
+        str | None,
+        typer.Option(help="Separator of several labels in one CSV cell (default: train's, '|')."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the split (default: train's, 42).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Report class balance, duplicates, leakage, conflicts and token lengths per split."""
-    from tuneforge.config import DataConfig, RunConfig, TrainConfig
+    from tuneforge.config import RunConfig
     from tuneforge.data.report import build_data_report, render_data_report
     from tuneforge.models.registry import resolve_base_model
     from tuneforge.recipes.finetune_classifier import load_splits
@@ -130,23 +134,28 @@ def data_check(
     if len(files) > 3:
         raise InputError("data check takes at most 3 files: TRAIN [VALIDATION [TEST]]")
     names = [*files, None, None][:3]
-    config = RunConfig(
-        data=DataConfig(
-            train=names[0],
-            validation=validation or names[1],
-            test=test or names[2],
-            text_column=text_column,
-            label_column=label_column,
-            multi_label=multi_label,
-            label_separator=label_separator,
-        ),
-        output=".",
-        train=TrainConfig(seed=seed),
+    data = {
+        "train": names[0],
+        "validation": validation or names[1],
+        "test": test or names[2],
+        "text_column": text_column,
+        "label_column": label_column,
+        "multi_label": multi_label,
+        "label_separator": label_separator,
+    }
+    # Options not given keep the run config's defaults, so the splits are train's.
+    config = RunConfig.from_dict(
+        {
+            "data": {k: v for k, v in data.items() if v is not None},
+            "model": {} if model is None else {"name": model},
+            "train": {} if seed is None else {"seed": seed},
+            "output": ".",
+        }
     )
     from tuneforge.models.classifier import load_tokenizer
 
     splits = load_splits(config)
-    base = resolve_base_model(model)
+    base = resolve_base_model(config.model.name)
     tokenizer = load_tokenizer(base.path)
     report = build_data_report(
         splits, tokenizer, throughput_tokens_per_s=estimated_tokens_per_s(base.path)
