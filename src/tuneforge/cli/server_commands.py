@@ -26,7 +26,7 @@ DataDirOpt = Annotated[
     typer.Option(
         "--data-dir",
         help="Data directory: uploaded files, bundles, jobs and (by default) the SQLite file "
-        "[env TUNEFORGE_DATA_DIR; default: tuneforge-data].",
+        "(env TUNEFORGE_DATA_DIR; default: tuneforge-data).",
         show_default=False,
     ),
 ]
@@ -34,8 +34,8 @@ DatabaseOpt = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        help="SQLAlchemy URL [env TUNEFORGE_DATABASE_URL; default: sqlite file "
-        "DATA_DIR/tuneforge.db].",
+        help="SQLAlchemy URL (env TUNEFORGE_DATABASE_URL; default: sqlite file "
+        "DATA_DIR/tuneforge.db).",
         show_default=False,
     ),
 ]
@@ -43,7 +43,7 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        help="Settings file (YAML or JSON, keys as in docs/api.md) [env TUNEFORGE_CONFIG]; "
+        help="Settings file (YAML or JSON, keys as in docs/api.md) (env TUNEFORGE_CONFIG); "
         "environment variables and flags override it.",
         show_default=False,
         metavar="FILE",
@@ -86,10 +86,10 @@ def serve_settings(
 
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Interface to bind [env TUNEFORGE_HOST; default: 127.0.0.1].")
+        str | None, typer.Option(help="Interface to bind (env TUNEFORGE_HOST; default: 127.0.0.1).")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="TCP port [env TUNEFORGE_PORT; default: 8000].")
+        int | None, typer.Option(help="TCP port (env TUNEFORGE_PORT; default: 8000).")
     ] = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseOpt = None,
@@ -97,46 +97,46 @@ def serve(
         int | None,
         typer.Option(
             help="Local job workers, 0: jobs wait for `tuneforge worker` "
-            "[env TUNEFORGE_WORKERS; default: 1]."
+            "(env TUNEFORGE_WORKERS; default: 1)."
         ),
     ] = None,
     base_model: Annotated[
         list[str] | None,
         typer.Option(
-            help="Extra base model NAME=PATH_OR_HUB_ID (repeatable) [env TUNEFORGE_BASE_MODELS, "
-            "JSON]."
+            help="Extra base model NAME=PATH_OR_HUB_ID (repeatable) (env TUNEFORGE_BASE_MODELS, "
+            "JSON)."
         ),
     ] = None,
     max_upload_mb: Annotated[
         float | None,
         typer.Option(
-            help="Upload size limit in MiB [env TUNEFORGE_MAX_UPLOAD_BYTES, in bytes; "
-            "default: 512 MiB]."
+            help="Upload size limit in MiB (env TUNEFORGE_MAX_UPLOAD_BYTES, in bytes; "
+            "default: 512 MiB)."
         ),
     ] = None,
     rate_limit: Annotated[
         int | None,
         typer.Option(
             help="Requests per minute per API key to training, files, jobs, models and admin "
-            "endpoints, 0: unlimited [env TUNEFORGE_RATE_LIMIT_PER_MINUTE; default: 600]."
+            "endpoints, 0: unlimited (env TUNEFORGE_RATE_LIMIT_PER_MINUTE; default: 600)."
         ),
     ] = None,
     inference_rate_limit: Annotated[
         int | None,
         typer.Option(
             help="Requests per minute per API key to /v1/chat/completions and /v1/classify, "
-            "0: unlimited [env TUNEFORGE_INFERENCE_RATE_LIMIT_PER_MINUTE; default: 60000]."
+            "0: unlimited (env TUNEFORGE_INFERENCE_RATE_LIMIT_PER_MINUTE; default: 60000)."
         ),
     ] = None,
     lease_seconds: Annotated[
         float | None,
         typer.Option(
             help="Job lease; a dead worker's job is retried after it "
-            "[env TUNEFORGE_LEASE_SECONDS; default: 30]."
+            "(env TUNEFORGE_LEASE_SECONDS; default: 30)."
         ),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="uvicorn log level [env TUNEFORGE_LOG_LEVEL; default: info].")
+        str | None, typer.Option(help="uvicorn log level (env TUNEFORGE_LOG_LEVEL; default: info).")
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -182,7 +182,7 @@ def worker(
         float | None,
         typer.Option(
             help="Job lease; renewed every third of it while training "
-            "[env TUNEFORGE_LEASE_SECONDS; default: 30]."
+            "(env TUNEFORGE_LEASE_SECONDS; default: 30)."
         ),
     ] = None,
     max_jobs: Annotated[

@@ -106,3 +106,33 @@ def test_database_passwords_are_masked() -> None:
     settings = Settings(database_url="postgresql+psycopg://tf:s3cret@db.internal/tuneforge")
     assert "s3cret" not in settings.masked_database_url()
     assert "db.internal" in settings.masked_database_url()
+
+
+def test_defaults_quoted_in_server_help_are_the_settings_defaults() -> None:
+    """The flags' help quotes defaults without importing the settings; they must agree."""
+    import re
+
+    import typer
+
+    from tuneforge.cli.main import app
+
+    group = typer.main.get_command(app)
+    commands = [group.commands["serve"], group.commands["worker"]]  # type: ignore[attr-defined]
+    commands += list(group.commands["keys"].commands.values())  # type: ignore[attr-defined]
+    checked = set()
+    for command in commands:
+        for param in command.params:
+            found = re.search(r"env (TUNEFORGE_\w+)[^)]*?; default: ([^)]+)\)", param.help or "")
+            if not found:
+                continue
+            field = found.group(1).removeprefix("TUNEFORGE_").lower()
+            default = Settings.model_fields[field].default
+            quoted = found.group(2).replace(" MiB", "")
+            if field == "max_upload_bytes":
+                assert int(quoted) * 1024 * 1024 == default
+            elif field == "database_url":
+                assert default is None and "DATA_DIR/tuneforge.db" in quoted
+            else:
+                assert type(default)(quoted) == default, (param.name, quoted, default)
+            checked.add(field)
+    assert {"workers", "rate_limit_per_minute", "lease_seconds", "max_upload_bytes"} <= checked
