@@ -83,8 +83,10 @@ class Setting:
 
     @property
     def kinds(self) -> set[Any]:
-        """The value types allowed besides ``'auto'`` and None."""
-        return {k for k in _members(self.type) if k not in ("auto", None)}
+        """The value types allowed besides ``'auto'`` and None (a ``Literal`` counts as its
+        values' type)."""
+        members = [k for k in _members(self.type) if k not in ("auto", None)]
+        return {k if isinstance(k, type) else type(k) for k in members}
 
     @property
     def allows_auto(self) -> bool:
@@ -113,16 +115,22 @@ def _members(tp: Any) -> list[Any]:
 
 def _docstring_help(cls: type) -> dict[str, str]:
     """Field name -> its ``Attributes:`` entry in a Google-style class docstring."""
+    import inspect
+
     out: dict[str, str] = {}
-    lines = (cls.__doc__ or "").split("Attributes:", 1)[-1].splitlines()
+    lines = inspect.cleandoc(cls.__doc__ or "").split("Attributes:", 1)[-1].splitlines()
+    entries = [line for line in lines if line.strip()]
+    indent = len(entries[0]) - len(entries[0].lstrip()) if entries else 0
     name = None
-    for line in lines:
+    for line in entries:
+        depth = len(line) - len(line.lstrip())
         head, sep, rest = line.strip().partition(": ")
-        indent = len(line) - len(line.lstrip())
-        if sep and head.isidentifier() and indent == 8:
+        if depth < indent:
+            break
+        if depth == indent and sep and head.isidentifier():
             name = head
             out[name] = rest.strip()
-        elif name and line.strip():
+        elif name:
             out[name] += " " + line.strip()
     return out
 
@@ -139,10 +147,16 @@ def section_settings(section: str) -> list[Setting]:
             type=hints[f.name],
             default=f.default if f.default_factory is dataclasses.MISSING else f.default_factory(),
             help=docs.get(f.name, ""),
-            meta=f.metadata,
+            meta=_with_literal_choices(hints[f.name], f.metadata),
         )
         for f in dataclasses.fields(cls)
     ]
+
+
+def _with_literal_choices(tp: Any, meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A ``Literal['a', 'b']`` annotation (besides ``'auto'``) means ``choices=('a', 'b')``."""
+    literals = tuple(m for m in _members(tp) if isinstance(m, str) and m != "auto")
+    return {**meta, "choices": literals} if literals and "choices" not in meta else meta
 
 
 def all_settings() -> Iterator[Setting]:
@@ -172,7 +186,7 @@ def _requirement(s: Setting) -> str:
             text = f"{noun} > {m['gt']}"
         else:
             text = noun
-    elif kinds == {tuple}:
+    elif kinds and kinds <= {tuple, list}:
         text = "a list of names"
     else:
         text = "text"
@@ -195,7 +209,7 @@ def _type_ok(s: Setting, value: Any) -> bool:
     if isinstance(value, str):
         return str in s.kinds
     if isinstance(value, tuple | list):
-        return tuple in s.kinds and all(isinstance(v, str) for v in value)
+        return bool({tuple, list} & s.kinds) and all(isinstance(v, str) for v in value)
     return False
 
 

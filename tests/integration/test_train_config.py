@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import typer
 
+import tuneforge.config as config_module
 from conftest import run_cli, sentiment_rows, write_csv
 from tuneforge.cli.main import app
-from tuneforge.cli.train_options import NOT_ON_CLI, cli_settings, resolve_run_config
-from tuneforge.config import all_settings
+from tuneforge.cli.train_options import (
+    NOT_ON_CLI,
+    cli_settings,
+    resolve_run_config,
+    train_parameters,
+)
+from tuneforge.config import TrainConfig, all_settings, setting
+from tuneforge.errors import InputError
 
 # The flags users rely on; each must keep working.
 KNOWN_FLAGS = [
@@ -175,3 +184,52 @@ def test_a_bundles_run_config_reruns_the_run(tmp_path: Path, tiny_model: Path) -
     assert a["train"]["patience"] == 0
     metrics = [json.loads((d / "eval.json").read_text()) for d in (first, second)]
     assert metrics[0]["test"]["accuracy"] == metrics[1]["test"]["accuracy"]
+
+
+def test_a_field_added_to_a_config_dataclass_becomes_a_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No edit of the CLI: a new TrainConfig field is a flag with its docstring as help."""
+
+    @dataclasses.dataclass(frozen=True)
+    class NewTrainConfig(TrainConfig):
+        """Optimisation and schedule.
+
+        Attributes:
+            min_steps: Optimizer steps before early stopping may fire.
+            schedule: Learning-rate schedule after warmup.
+        """
+
+        min_steps: int = setting(10, ge=0)
+        schedule: Literal["linear", "cosine"] = "linear"
+
+        def __post_init__(self) -> None:
+            config_module._validate(self, "train")
+
+    monkeypatch.setitem(config_module.SECTIONS, "train", NewTrainConfig)
+    monkeypatch.setattr(config_module, "TrainConfig", NewTrainConfig)
+    params = {p.name: p for p in train_parameters()}
+    assert "train__min_steps" in params and "train__schedule" in params
+    option = params["train__min_steps"].annotation.__metadata__[0]
+    assert "--min-steps" in (option.default, *(option.param_decls or ()))
+    assert option.help == "Optimizer steps before early stopping may fire."
+    config = resolve_run_config(
+        train_file="t.csv",
+        output="o",
+        config=None,
+        set_=["train.schedule=cosine"],
+        overwrite=None,
+        resume=None,
+        flags={"train__min_steps": "25"},
+    )
+    assert config.train.min_steps == 25 and config.train.schedule == "cosine"  # type: ignore[attr-defined]
+    with pytest.raises(InputError, match=r"train\.schedule must be one of linear, cosine"):
+        resolve_run_config(
+            train_file="t.csv",
+            output="o",
+            config=None,
+            set_=["train.schedule=step"],
+            overwrite=None,
+            resume=None,
+            flags={},
+        )

@@ -52,7 +52,7 @@ def _metavar(s: Setting) -> str:
     if "choices" in s.meta:
         return "[" + "|".join(s.meta["choices"]) + "]"
     word = "INTEGER" if kinds == {int} else "NUMBER" if kinds <= {int, float} else "TEXT"
-    if kinds == {tuple}:
+    if kinds and kinds <= {tuple, list}:
         word = "NAME,..."
     return word + ("|auto" if s.allows_auto else "")
 
@@ -94,8 +94,8 @@ def parse_flag(s: Setting, text: str) -> Any:
         raise InputError(
             f"Invalid value for '{flag}': {flag} must be {s.requirement()}, got {text!r}"
         ) from None
-    if kinds == {tuple}:
-        return tuple(part.strip() for part in text.split(",") if part.strip())
+    if kinds and kinds <= {tuple, list}:
+        return [part.strip() for part in text.split(",") if part.strip()]
     return text
 
 

@@ -15,7 +15,7 @@ from tuneforge.jobs.spec import (
 )
 
 Auto = Literal["auto"]
-_KIND_ORDER = (bool, int, float, str, tuple)
+_KIND_ORDER = (bool, int, float, str, tuple, list)
 
 
 def _field_type(s: Setting, *, openai: bool) -> Any:
@@ -30,8 +30,9 @@ def _field_type(s: Setting, *, openai: bool) -> Any:
             members.append(Literal[tuple(s.meta["choices"])])
         elif kind in (int, float):
             members.append(Annotated[kind, Field(strict=kind is int, **bounds)])
-        elif kind is tuple:
-            members.append(list[str])
+        elif kind in (tuple, list):
+            if list[str] not in members:
+                members.append(list[str])
         else:
             members.append(Annotated[kind, Field(strict=True)])
     if not openai:
