@@ -1,12 +1,19 @@
 """Small, frozen, validated configuration dataclasses; JSON/YAML are their serialisation.
 
-Only ``recipes/``, ``cli/`` and (later) ``server/`` see ``RunConfig``; library modules take
+Only ``recipes/``, ``cli/`` and ``server/`` see ``RunConfig``; library modules take
 explicit arguments or the one small config they are about.
+
+Every training setting is declared once, here: its type (the annotation), default and range
+(``setting()``) and help text (the class docstring's ``Attributes:`` entry). The edges derive
+from these declarations through ``all_settings()``: the ``train`` command's flags, ``--set``
+keys, the job API's hyperparameters and method options. Which methods and selection metrics
+exist is checked where those registries live (``recipes/run_checks.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -135,12 +142,16 @@ def _docstring_help(cls: type) -> dict[str, str]:
     return out
 
 
-def section_settings(section: str) -> list[Setting]:
+def section_settings(section: str) -> tuple[Setting, ...]:
     """The settings of one section of ``RunConfig``, in declaration order."""
-    cls = SECTIONS[section]
+    return _settings_of(SECTIONS[section], section)
+
+
+@functools.cache
+def _settings_of(cls: type, section: str) -> tuple[Setting, ...]:
     hints = typing.get_type_hints(cls)
     docs = _docstring_help(cls)
-    return [
+    return tuple(
         Setting(
             section=section,
             name=f.name,
@@ -150,7 +161,7 @@ def section_settings(section: str) -> list[Setting]:
             meta=_with_literal_choices(hints[f.name], f.metadata),
         )
         for f in dataclasses.fields(cls)
-    ]
+    )
 
 
 def _with_literal_choices(tp: Any, meta: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -229,7 +240,7 @@ def _in_range(s: Setting, value: Any) -> bool:
 
 def _validate(obj: Any, section: str) -> None:
     """Type, range and choices of every field; the error names ``section.field``."""
-    for s in section_settings(section):
+    for s in _settings_of(type(obj), section):
         value = getattr(obj, s.name)
         if isinstance(value, list) and tuple in s.kinds:
             value = tuple(value)
