@@ -11,7 +11,7 @@ import os
 import sys
 import types
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from tuneforge.cli import server_commands
+from tuneforge.cli.train_options import with_parameters
 from tuneforge.errors import InputError, TuneforgeError
 
 _typer_click: types.ModuleType
@@ -46,24 +47,6 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _auto_int(value: str, name: str) -> int | Literal["auto"]:
-    if value == "auto":
-        return "auto"
-    try:
-        return int(value)
-    except ValueError:
-        raise InputError(f"{name} must be a whole number or 'auto', got {value!r}") from None
-
-
-def _auto_float(value: str, name: str) -> float | Literal["auto"]:
-    if value == "auto":
-        return "auto"
-    try:
-        return float(value)
-    except ValueError:
-        raise InputError(f"{name} must be a number or 'auto', got {value!r}") from None
-
-
 TextColumn = Annotated[
     str | None, typer.Option(help="Column with the text (default: auto-detect 'text', …).")
 ]
@@ -72,141 +55,21 @@ LabelColumn = Annotated[
 ]
 
 
-@app.command()
-def train(
-    train_file: Annotated[
-        Path,
-        typer.Argument(
-            metavar="TRAIN",
-            help="Training file: CSV, TSV, JSONL, OpenAI chat JSONL or Parquet.",
-            show_default=False,
-        ),
-    ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Directory to write the model bundle to.")
-    ],
-    validation: Annotated[
-        str | None, typer.Option(help="Validation file (default: a stratified 10% of TRAIN).")
-    ] = None,
-    test: Annotated[
-        str | None, typer.Option(help="Held-out test file (default: a stratified 10% of TRAIN).")
-    ] = None,
-    model: Annotated[
-        str,
-        typer.Option(
-            help="Base model: 'default' (all-MiniLM-L6-v2, offline), a local HF directory, "
-            "or a hub id."
-        ),
-    ] = "default",
-    method: Annotated[
-        str, typer.Option(help="Fine-tuning method: full, head, lora or ia3.")
-    ] = "full",
-    epochs: Annotated[
-        str, typer.Option(help="Epochs (1.5 ends mid-epoch), or 'auto' (from the data size).")
-    ] = "auto",
-    batch_size: Annotated[str, typer.Option(help="Batch size, or 'auto'.")] = "auto",
-    learning_rate: Annotated[
-        str, typer.Option(help="Peak learning rate, or 'auto' (from the method).")
-    ] = "auto",
-    head_lr_multiplier: Annotated[
-        str,
-        typer.Option(
-            help="The new head's learning rate over --learning-rate, or 'auto' (20 for "
-            "full fine-tuning with 10+ labels, else 1)."
-        ),
-    ] = "auto",
-    max_length: Annotated[
-        str,
-        typer.Option(
-            help="Max tokens per text, or 'auto' (99th percentile of the training texts)."
-        ),
-    ] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for splits, shuffling and initialisation.")] = 42,
-    text_column: TextColumn = None,
-    label_column: LabelColumn = None,
-    multi_label: Annotated[
-        bool, typer.Option("--multi-label", help="Rows may carry several labels.")
-    ] = False,
-    label_separator: Annotated[
-        str, typer.Option(help="Separator of several labels in one CSV cell.")
-    ] = "|",
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16 where the hardware has fast bf16), fp32 or bf16.")
-    ] = "auto",
-    patience: Annotated[
-        int, typer.Option(help="Evaluations without improvement before stopping early (0: never).")
-    ] = 3,
-    eval_every: Annotated[
-        int | None, typer.Option(help="Evaluate every N steps (default: twice per epoch).")
-    ] = None,
-    selection_metric: Annotated[
-        str, typer.Option(help="Validation metric that picks the best checkpoint.")
-    ] = "macro_f1",
-    warmup_ratio: Annotated[float, typer.Option(help="Share of steps with linear warmup.")] = 0.06,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
-    gradient_accumulation: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
-    class_weights: Annotated[
-        bool, typer.Option("--class-weights", help="Weight the loss by inverse class frequency.")
-    ] = False,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (method lora).")] = 8,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha (method lora).")] = 16,
-    train_embeddings: Annotated[
-        bool,
-        typer.Option(
-            "--train-embeddings", help="Also train the word-embedding matrix (method full; slower)."
-        ),
-    ] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace a non-empty output directory.")
-    ] = False,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-) -> None:
-    """Fine-tune a classifier on TRAIN, evaluate it on held-out data, write a bundle."""
-    from tuneforge.cli.progress import TrainingProgress
-    from tuneforge.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
-    from tuneforge.recipes.finetune_classifier import finetune_classifier
+def train(**values: Any) -> None:
+    """Fine-tune a classifier on TRAIN, evaluate it on held-out data, write a bundle.
 
-    config = RunConfig(
-        data=DataConfig(
-            train=str(train_file),
-            validation=validation,
-            test=test,
-            text_column=text_column,
-            label_column=label_column,
-            multi_label=multi_label,
-            label_separator=label_separator,
-        ),
-        output=str(output),
-        model=ModelConfig(name=model, max_length=_auto_int(max_length, "--max-length")),
-        method=MethodConfig(
-            name=method,
-            lora_r=lora_r,
-            lora_alpha=lora_alpha,
-            freeze_embeddings=not train_embeddings,
-        ),
-        train=TrainConfig(
-            epochs=_auto_float(epochs, "--epochs"),
-            batch_size=_auto_int(batch_size, "--batch-size"),
-            learning_rate=_auto_float(learning_rate, "--learning-rate"),
-            head_lr_multiplier=_auto_float(head_lr_multiplier, "--head-lr-multiplier"),
-            seed=seed,
-            precision=precision,
-            patience=patience,
-            eval_every=eval_every,
-            selection_metric=selection_metric,
-            warmup_ratio=warmup_ratio,
-            weight_decay=weight_decay,
-            gradient_accumulation=gradient_accumulation,
-            class_weights=class_weights,
-            num_threads=threads,
-        ),
-        overwrite=overwrite,
-        resume=resume,
-    )
+    Every setting is a flag below, a --set section.key=value, or a key of a --config file
+    (a bundle's run_config.json re-runs that run); flags win over --set, --set over --config.
+    """
+    from tuneforge.cli.progress import TrainingProgress
+    from tuneforge.cli.train_options import resolve_run_config
+    from tuneforge.recipes.finetune_classifier import finetune_classifier
+    from tuneforge.recipes.run_checks import check_run_config
+
+    quiet = values.pop("quiet")
+    fixed = ("train_file", "output", "config", "set_", "overwrite", "resume")
+    config = resolve_run_config(**{k: values.pop(k) for k in fixed}, flags=values)
+    check_run_config(config)  # before any data is read
     listeners = [] if quiet else [TrainingProgress(err)]
     try:
         result = finetune_classifier(config, listeners=listeners)
@@ -246,21 +109,25 @@ def data_check(
     validation: Annotated[str | None, typer.Option(help="Validation file.")] = None,
     test: Annotated[str | None, typer.Option(help="Test file.")] = None,
     model: Annotated[
-        str, typer.Option(help="Model whose tokenizer measures token lengths.")
-    ] = "default",
+        str | None,
+        typer.Option(help="Model whose tokenizer measures token lengths (default: train's)."),
+    ] = None,
     text_column: TextColumn = None,
     label_column: LabelColumn = None,
     multi_label: Annotated[
-        bool, typer.Option("--multi-label", help="Rows may carry several labels.")
-    ] = False,
+        bool | None, typer.Option("--multi-label", help="Rows may carry several labels.")
+    ] = None,
     label_separator: Annotated[
-        str, typer.Option(help="Separator of several labels in one CSV cell.")
-    ] = "|",
-    seed: Annotated[int, typer.Option(help="Seed of the split (same as train's).")] = 42,
+        str | None,
+        typer.Option(help="Separator of several labels in one CSV cell (default: train's, '|')."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the split (default: train's, 42).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Report class balance, duplicates, leakage, conflicts and token lengths per split."""
-    from tuneforge.config import DataConfig, RunConfig, TrainConfig
+    from tuneforge.config import RunConfig
     from tuneforge.data.report import build_data_report, render_data_report
     from tuneforge.models.registry import resolve_base_model
     from tuneforge.recipes.finetune_classifier import load_splits
@@ -268,24 +135,29 @@ def data_check(
 
     if len(files) > 3:
         raise InputError("data check takes at most 3 files: TRAIN [VALIDATION [TEST]]")
-    names: list[str | None] = [*files, None, None][:3]
-    config = RunConfig(
-        data=DataConfig(
-            train=files[0],  # typer requires at least one FILE
-            validation=validation or names[1],
-            test=test or names[2],
-            text_column=text_column,
-            label_column=label_column,
-            multi_label=multi_label,
-            label_separator=label_separator,
-        ),
-        output=".",
-        train=TrainConfig(seed=seed),
+    names = [*files, None, None][:3]
+    data = {
+        "train": names[0],
+        "validation": validation or names[1],
+        "test": test or names[2],
+        "text_column": text_column,
+        "label_column": label_column,
+        "multi_label": multi_label,
+        "label_separator": label_separator,
+    }
+    # Options not given keep the run config's defaults, so the splits are train's.
+    config = RunConfig.from_dict(
+        {
+            "data": {k: v for k, v in data.items() if v is not None},
+            "model": {} if model is None else {"name": model},
+            "train": {} if seed is None else {"seed": seed},
+            "output": ".",
+        }
     )
     from tuneforge.models.classifier import load_tokenizer
 
     splits = load_splits(config)
-    base = resolve_base_model(model)
+    base = resolve_base_model(config.model.name)
     tokenizer = load_tokenizer(base.path)
     report = build_data_report(
         splits, tokenizer, throughput_tokens_per_s=estimated_tokens_per_s(base.path)
@@ -449,6 +321,8 @@ def export(
         f"written to {Path(bundle) / 'onnx'}"
     )
 
+
+app.command()(with_parameters(train))
 
 # Server commands (tuneforge serve / worker / keys) live in their own module.
 app.command()(server_commands.serve)

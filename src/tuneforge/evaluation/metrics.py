@@ -244,6 +244,11 @@ def tune_thresholds(
     return out
 
 
+def selection_metric_names() -> list[str]:
+    """The names ``selection_score`` accepts (``train.selection_metric``)."""
+    return list(_SELECTION)
+
+
 def selection_score(metrics: dict[str, Any], name: str) -> float:
     """The number that picks the best checkpoint: higher is always better.
 

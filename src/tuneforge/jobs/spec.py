@@ -1,5 +1,12 @@
 """Turn an OpenAI-style fine-tuning request into a tuneforge ``RunConfig``.
 
+The job body's settings map onto the config dataclasses here, once: OpenAI's three
+hyperparameters by their OpenAI names, every other ``TrainConfig`` field (and
+``model.max_length``) by its own name in ``hyperparameters``, every ``MethodConfig`` field
+beside ``hyperparameters`` in ``method.<type>``. The HTTP schema is built from the same
+tables, so a new dataclass field is a new API field. Settings the job body does not take
+are listed in ``NOT_IN_HYPERPARAMETERS`` with where they are, or why not.
+
 Paths in the stored run config are relative to the data directory so that a worker on
 another machine with the same shared storage resolves them against its own mount.
 """
@@ -8,23 +15,58 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+from tuneforge.config import RunConfig, Setting, all_settings, merge_setting, section_settings
+from tuneforge.errors import InputError
+from tuneforge.methods import method_names
+from tuneforge.recipes.run_checks import check_run_config
 
-# OpenAI's method types and tuneforge's methods; "supervised" is full fine-tuning.
-METHOD_TYPES = {"supervised": "full", "full": "full", "head": "head", "lora": "lora", "ia3": "ia3"}
-METHOD_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "freeze_embeddings")
-# tuneforge extensions accepted beside n_epochs / batch_size / learning_rate_multiplier.
-TRAIN_OPTIONS = (
-    "learning_rate",
-    "warmup_ratio",
-    "weight_decay",
-    "patience",
-    "eval_every",
-    "checkpoint_every",
-    "precision",
-    "class_weights",
-    "num_threads",
-)
+# OpenAI's hyperparameter names -> tuneforge settings ("auto" keeps the default).
+OPENAI_HYPERPARAMETERS = {
+    "n_epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "learning_rate_multiplier": "train.learning_rate_multiplier",
+}
+# Settings that are not in ``hyperparameters`` / ``method.<type>``: where the job body
+# has them, or why the API does not offer them.
+NOT_IN_HYPERPARAMETERS = {
+    "data.train": "training_file",
+    "data.validation": "validation_file",
+    "data.test": "HTTP: job body data options",
+    "data.text_column": "HTTP: job body data options",
+    "data.label_column": "HTTP: job body data options",
+    "data.multi_label": "HTTP: job body data options",
+    "data.label_separator": "HTTP: job body data options",
+    "data.validation_fraction": "not offered: upload a validation_file to choose the split",
+    "data.test_fraction": "not offered: the server carves the default 10% test split",
+    "model.name": "model",
+    "model.trust_remote_code": "never: the server does not run custom model code",
+    "method.name": "method.type ('supervised' is full)",
+    "train.seed": "seed",
+    "output": "the server names each job's bundle",
+    "overwrite": "the server owns its data directory",
+    "resume": "a worker resumes an interrupted job on its own",
+}
+
+
+def method_types() -> dict[str, str]:
+    """Job ``method.type`` -> tuneforge method (OpenAI's ``supervised`` is ``full``)."""
+    return {"supervised": "full", **{name: name for name in method_names()}}
+
+
+def hyperparameter_settings() -> dict[str, Setting]:
+    """Name in ``method.<type>.hyperparameters`` -> the setting it sets."""
+    by_key = {s.key: s for s in all_settings()}
+    table = {name: by_key[key] for name, key in OPENAI_HYPERPARAMETERS.items()}
+    taken = set(OPENAI_HYPERPARAMETERS.values()) | set(NOT_IN_HYPERPARAMETERS)
+    for s in [*section_settings("train"), by_key["model.max_length"]]:
+        if s.key not in taken:
+            table[s.name] = s
+    return table
+
+
+def method_option_settings() -> dict[str, Setting]:
+    """Name beside ``hyperparameters`` in ``method.<type>`` -> the setting it sets."""
+    return {s.name: s for s in section_settings("method") if s.key not in NOT_IN_HYPERPARAMETERS}
 
 
 def build_run_config(
@@ -41,30 +83,30 @@ def build_run_config(
     """A run config for a job (paths as given: relative to the data directory).
 
     Raises:
-        InputError: An option is out of range (the dataclasses validate).
+        InputError: An unknown option or method, or a value out of range (the dataclasses
+            validate).
     """
-    train: dict[str, Any] = {"seed": seed}
-    if "n_epochs" in hyperparameters:
-        train["epochs"] = hyperparameters["n_epochs"]
-    if "batch_size" in hyperparameters:
-        train["batch_size"] = hyperparameters["batch_size"]
-    mult = hyperparameters.get("learning_rate_multiplier", "auto")
-    if mult != "auto":
-        train["learning_rate_multiplier"] = float(mult)
-    for key in TRAIN_OPTIONS:
-        if hyperparameters.get(key) is not None:
-            train[key] = hyperparameters[key]
-    model: dict[str, Any] = {"name": base_model}
-    if hyperparameters.get("max_length") is not None:
-        model["max_length"] = hyperparameters["max_length"]
-    method = {k: v for k, v in method_options.items() if k in METHOD_OPTIONS and v is not None}
-    return RunConfig(
-        data=DataConfig(train=training_file, validation=validation_file),
-        output=output,
-        model=ModelConfig(**model),
-        method=MethodConfig(name=METHOD_TYPES[method_type], **method),
-        train=TrainConfig(**train),
-    )
+    types = method_types()
+    if method_type not in types:
+        raise InputError(f"unknown method type {method_type!r}; choose one of: {', '.join(types)}")
+    raw: dict[str, Any] = {
+        "data": {"train": training_file, "validation": validation_file},
+        "output": output,
+        "model": {"name": base_model},
+        "method": {"name": types[method_type]},
+        "train": {"seed": seed},
+    }
+    for given, table in (
+        (hyperparameters, hyperparameter_settings()),
+        (method_options, method_option_settings()),
+    ):
+        for name, value in given.items():
+            if name not in table:
+                raise InputError(f"unknown option {name!r}")
+            if value is None or (name in OPENAI_HYPERPARAMETERS and value == "auto"):
+                continue  # not given: the dataclass default
+            merge_setting(raw, table[name].key, value)
+    return check_run_config(RunConfig.from_dict(raw))
 
 
 def resolve_paths(raw: dict[str, Any], root: str) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from tuneforge.methods.head import head_parameter_prefixes
 from tuneforge.models.classifier import build_classifier, load_tokenizer
 from tuneforge.models.forward import sigmoid
 from tuneforge.models.registry import BaseModel, resolve_base_model
+from tuneforge.recipes.run_checks import check_run_config
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
 from tuneforge.training.device import pick_device, resolve_precision, set_threads
@@ -174,6 +175,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             ``--resume``, no bundle is written.
     """
     started = time.time()
+    check_run_config(config)  # unknown method or selection metric: fail before any work
     output = Path(config.output)
     check_output_dir(output, overwrite=config.overwrite)
     stage = staging_dir(output)

@@ -19,7 +19,7 @@ from tuneforge.server.model_cache import ModelCache
 from tuneforge.server.ratelimit import RateLimiter
 from tuneforge.server.routers import files, fine_tuning, health, inference, models
 from tuneforge.server.settings import Settings
-from tuneforge.server.state import AppState, base_model_table, cache_settings
+from tuneforge.server.state import AppState, base_model_table, cache_settings, rate_limits
 
 DESCRIPTION = """Fine-tune text classifiers and serve them. The `/v1/files`,
 `/v1/fine_tuning/jobs`, `/v1/models` and `/v1/chat/completions` endpoints follow the OpenAI API
@@ -42,12 +42,14 @@ def build_state(settings: Settings) -> AppState:
         layout=layout,
         base_models=base_model_table(settings),
         models=ModelCache(cache_settings(settings)),
-        limiter=RateLimiter(settings.rate_limit_per_minute),
+        limiters={kind: RateLimiter(n) for kind, n in rate_limits(settings).items()},
         metrics=None,  # type: ignore[arg-type]  # set below: Metrics reads the state
     )
     fail_interrupted_validations(store)
     state.metrics = Metrics(
-        state.job_counts, lambda: store.live_workers(settings.worker_timeout_seconds)
+        state.job_counts,
+        lambda: store.live_workers(settings.worker_timeout_seconds),
+        rate_limits=rate_limits(settings),
     )
     return state
 

@@ -27,8 +27,7 @@ async def get_principal(
     state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller behind ``Authorization: Bearer <key>``; 401 without a valid key, 429 over
-    its rate limit."""
+    """The caller behind ``Authorization: Bearer <key>``; 401 without a valid key."""
     if credentials is None or not credentials.credentials:
         raise APIError(
             401,
@@ -42,22 +41,39 @@ async def get_principal(
         principal = authenticate(session, credentials.credentials)
     if principal is None:
         raise APIError(401, "Invalid or revoked API key.", code="invalid_api_key")
-    wait = state.limiter.acquire(principal.key_id)
-    if wait > 0:
-        raise APIError(
-            429,
-            f"Rate limit of {state.settings.rate_limit_per_minute} requests per minute "
-            "exceeded for this key; retry later.",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": RateLimiter.retry_after(wait)},
-        )
     return principal
 
 
-def require(scope: str):
-    """A dependency that admits keys holding ``scope`` (403 otherwise)."""
+def rate_limit(state: AppState, principal: Principal, kind: str) -> None:
+    """429 with ``Retry-After`` when the key is over its ``kind`` budget (api, inference)."""
+    limiter = state.limiters[kind]
+    wait = limiter.acquire(principal.key_id)
+    if wait > 0:
+        state.metrics.rate_limited.labels(kind).inc()
+        inference = kind == "inference"
+        per_minute = (
+            state.settings.inference_rate_limit_per_minute
+            if inference
+            else state.settings.rate_limit_per_minute
+        )
+        what = "inference" if inference else "training and management endpoints"
+        raise APIError(
+            429,
+            f"Rate limit of {per_minute} requests per minute ({what}) exceeded for this key; "
+            "retry later.",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": RateLimiter.retry_after(wait)},
+        )
 
-    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+
+def require(scope: str, limit: str = "api"):
+    """A dependency that admits keys holding ``scope`` (403 otherwise), within the key's
+    ``limit`` rate budget (429 otherwise)."""
+
+    async def check(
+        state: State, principal: Annotated[Principal, Depends(get_principal)]
+    ) -> Principal:
+        rate_limit(state, principal, limit)
         if scope not in principal.scopes:
             raise APIError(
                 403,
@@ -70,9 +86,12 @@ def require(scope: str):
 
 
 def require_any(*scopes: str):
-    """A dependency that admits keys holding any of ``scopes``."""
+    """A dependency that admits keys holding any of ``scopes`` (``api`` rate budget)."""
 
-    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(
+        state: State, principal: Annotated[Principal, Depends(get_principal)]
+    ) -> Principal:
+        rate_limit(state, principal, "api")
         if not principal.scopes & set(scopes):
             raise APIError(
                 403,
@@ -85,6 +104,6 @@ def require_any(*scopes: str):
 
 
 Trainer = Annotated[Principal, Depends(require("train"))]
-Inferrer = Annotated[Principal, Depends(require("infer"))]
+Inferrer = Annotated[Principal, Depends(require("infer", limit="inference"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Reader = Annotated[Principal, Depends(require_any("train", "infer"))]

@@ -16,10 +16,14 @@ class Metrics:
     Args:
         job_counts: Returns {status: number of jobs}.
         live_workers: Returns the number of workers with a recent heartbeat.
+        rate_limits: The configured requests per minute per key, by kind (0: no limit).
     """
 
     def __init__(
-        self, job_counts: Callable[[], dict[str, int]], live_workers: Callable[[], int]
+        self,
+        job_counts: Callable[[], dict[str, int]],
+        live_workers: Callable[[], int],
+        rate_limits: dict[str, int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -40,6 +44,15 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "tuneforge_rate_limited",
+            "Requests refused with 429 by the per-key rate limit, by kind (api, inference).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self._rate_limits = dict(rate_limits or {})
+        for kind in self._rate_limits:
+            self.rate_limited.labels(kind)  # exported at 0 from the start
         self._job_counts = job_counts
         self._live_workers = live_workers
         self.registry.register(self)
@@ -53,6 +66,14 @@ class Metrics:
         yield GaugeMetricFamily(
             "tuneforge_live_workers", "Workers with a recent heartbeat.", value=self._live_workers()
         )
+        limits = GaugeMetricFamily(
+            "tuneforge_rate_limit_per_minute",
+            "Configured requests per minute per API key, by kind (0: no limit).",
+            labels=["kind"],
+        )
+        for kind, n in sorted(self._rate_limits.items()):
+            limits.add_metric([kind], n)
+        yield limits
 
 
 class MetricsMiddleware:

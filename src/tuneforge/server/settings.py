@@ -1,19 +1,39 @@
-"""Server settings: environment variables (``TUNEFORGE_*``) overridden by CLI flags."""
+"""Server settings, declared once: flag > environment (``TUNEFORGE_*``) > config file > default.
+
+``tuneforge serve``, ``worker`` and ``keys`` pass only the flags a user gave (as init
+arguments); pydantic-settings layers the environment and the optional config file
+(``--config FILE`` or ``TUNEFORGE_CONFIG``, YAML or JSON) under them.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from tuneforge.config import load_yaml
+from tuneforge.errors import InputError
 from tuneforge.jobs.db import sqlite_url
 
 
 class Settings(BaseSettings):
-    """Everything ``tuneforge serve`` can be told; each field is also ``TUNEFORGE_<NAME>``."""
+    """Everything ``tuneforge serve`` can be told; each field is also ``TUNEFORGE_<NAME>``
+    and a key of the config file."""
 
     model_config = SettingsConfigDict(env_prefix="TUNEFORGE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface `serve` binds.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port `serve` listens on.")
+    log_level: str = Field("info", description="uvicorn log level.")
 
     data_dir: Path = Field(Path("tuneforge-data"), description="Uploaded files, bundles, jobs.")
     database_url: str | None = Field(
@@ -26,7 +46,16 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Attempts before a crashing job fails.")
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="Upload size limit.")
     rate_limit_per_minute: int = Field(
-        600, ge=0, description="Requests per minute per API key (0: no limit)."
+        600,
+        ge=0,
+        description="Requests per minute per API key to the training, files, jobs, models "
+        "and admin endpoints (0: no limit).",
+    )
+    inference_rate_limit_per_minute: int = Field(
+        60_000,
+        ge=0,
+        description="Requests per minute per API key to /v1/chat/completions and "
+        "/v1/classify (0: no limit); an abuse cap: overload gets 503 + Retry-After.",
     )
     base_models: dict[str, str] = Field(
         default_factory=dict,
@@ -62,6 +91,77 @@ class Settings(BaseSettings):
         90.0, gt=0, description="/readyz: a worker is alive if it beat within this long."
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init arguments) > environment > config file > defaults."""
+        # The file comes from ``config_file=`` (the --config flag) or TUNEFORGE_CONFIG.
+        path = getattr(init_settings, "init_kwargs", {}).get("config_file")
+        path = path or os.environ.get("TUNEFORGE_CONFIG")
+        if not path:
+            return init_settings, env_settings
+        values = read_settings_file(Path(path), settings_cls)
+        return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=values)
+
     def resolved_database_url(self) -> str:
         """The database URL (the SQLite default inside the data directory)."""
         return self.database_url or sqlite_url(Path(self.data_dir) / "tuneforge.db")
+
+    def masked_database_url(self) -> str:
+        """The database URL with any password replaced by ``***`` (safe to print)."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.resolved_database_url()).render_as_string(hide_password=True)
+
+
+def read_settings_file(path: Path, settings_cls: type[BaseSettings] = Settings) -> dict[str, Any]:
+    """The settings in a YAML or JSON file; unknown keys are an error naming them.
+
+    Raises:
+        InputError: Missing, unreadable, not a mapping, or unknown keys.
+    """
+    import yaml  # JSON is YAML too
+
+    try:
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise InputError(f"server config {path}: file not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"server config {path}: not readable YAML or JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"server config {path}: expected a mapping of settings")
+    known = set(settings_cls.model_fields)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(
+            f"server config {path}: unknown settings {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return raw
+
+
+def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
+    """The settings a command runs with: the flags given (None = not given) over the
+    environment over the config file (flag ``config_file`` or ``TUNEFORGE_CONFIG``) over the
+    defaults.
+
+    Raises:
+        InputError: A value from any source is invalid (the message names the setting).
+    """
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e.get('input')!r}"
+            for e in exc.errors()
+        )
+        raise InputError(
+            f"invalid server setting {problems} (from a flag, TUNEFORGE_<NAME> or the config file)"
+        ) from None

@@ -31,7 +31,7 @@ class AppState:
     layout: DataDir
     base_models: dict[str, str]
     models: ModelCache
-    limiter: RateLimiter
+    limiters: dict[str, RateLimiter]
     metrics: Metrics
     workers: list[Worker] = field(default_factory=list)
     # (project, model name or alias) -> (model id, valid until monotonic time)
@@ -54,6 +54,15 @@ class AppState:
             model = DEFAULT_BASE_ID
         spec = self.base_models.get(model)
         return (model, spec) if spec is not None else None
+
+
+def rate_limits(settings: Settings) -> dict[str, int]:
+    """Requests per minute per key by kind: ``api`` (training, files, jobs, models, admin)
+    and ``inference`` (chat completions, classify); 0 is no limit."""
+    return {
+        "api": settings.rate_limit_per_minute,
+        "inference": settings.inference_rate_limit_per_minute,
+    }
 
 
 def cache_settings(settings: Settings) -> CacheSettings:

@@ -2,63 +2,87 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from tuneforge.config import RANGE_KEYS, Setting
+from tuneforge.jobs.spec import (
+    OPENAI_HYPERPARAMETERS,
+    hyperparameter_settings,
+    method_option_settings,
+    method_types,
+)
 from tuneforge.jobs.status import JobStatus
 
 Auto = Literal["auto"]
-PositiveInt = Annotated[int, Field(ge=1)]
-PositiveFloat = Annotated[float, Field(gt=0)]
+_KIND_ORDER = (bool, int, float, str, tuple, list)
 
 
-class Hyperparameters(BaseModel):
-    """OpenAI's three hyperparameters, each a number or ``"auto"``, plus tuneforge's own."""
+def _field_type(s: Setting, *, openai: bool) -> Any:
+    """The pydantic type of a setting: its members, ranges on the numbers, None = not given
+    (OpenAI's three take ``"auto"`` instead)."""
+    bounds = {k: s.meta[k] for k in RANGE_KEYS if k in s.meta}
+    members: list[Any] = []
+    if s.allows_auto or openai:
+        members.append(Auto)
+    for kind in sorted(s.kinds, key=_KIND_ORDER.index):
+        if "choices" in s.meta and kind is str:
+            members.append(Literal[tuple(s.meta["choices"])])
+        elif kind in (int, float):
+            members.append(Annotated[kind, Field(strict=kind is int, **bounds)])
+        elif kind in (tuple, list):
+            if list[str] not in members:
+                members.append(list[str])
+        else:
+            members.append(Annotated[kind, Field(strict=True)])
+    if not openai:
+        members.append(None)
+    return Union[tuple(members)]  # noqa: UP007 - built at run time
 
-    model_config = ConfigDict(extra="forbid")
 
-    n_epochs: Auto | PositiveInt | PositiveFloat = Field(
-        "auto", description="Epochs (a fraction is allowed)."
+def _fields(table: dict[str, Setting]) -> dict[str, Any]:
+    fields = {}
+    for name, s in table.items():
+        openai = name in OPENAI_HYPERPARAMETERS
+        default = "auto" if openai else None
+        fields[name] = (_field_type(s, openai=openai), Field(default, description=s.help))
+    return fields
+
+
+if TYPE_CHECKING:  # what type checkers see; the fields are built below, at run time
+
+    class Hyperparameters(BaseModel): ...
+
+    class MethodParams(BaseModel):
+        hyperparameters: Hyperparameters | None
+
+    class Method(BaseModel):
+        type: str
+
+else:
+    Hyperparameters = create_model(
+        "Hyperparameters",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="OpenAI's three hyperparameters (a number or ``\"auto\"``), then tuneforge's "
+        "training settings by their config names (null: the default).",
+        **_fields(hyperparameter_settings()),
     )
-    batch_size: Auto | PositiveInt = "auto"
-    learning_rate_multiplier: Auto | PositiveFloat = "auto"
-    # tuneforge extensions
-    learning_rate: float | None = Field(None, gt=0, le=1, description="Absolute peak LR.")
-    max_length: int | None = Field(None, ge=8, le=8192, description="Longest input in tokens.")
-    warmup_ratio: float | None = Field(None, ge=0, lt=1)
-    weight_decay: float | None = Field(None, ge=0)
-    patience: int | None = Field(None, ge=0, description="Early-stopping patience (evals).")
-    eval_every: int | None = Field(None, ge=1, description="Validate every N steps.")
-    checkpoint_every: int | None = Field(None, ge=1, description="Checkpoint every N steps.")
-    precision: Literal["auto", "fp32", "bf16"] | None = None
-    class_weights: bool | None = None
-    num_threads: int | None = Field(None, ge=1, le=256)
-
-
-class MethodParams(BaseModel):
-    """Per-method settings (``method.<type>``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hyperparameters: Hyperparameters | None = None
-    lora_r: int | None = Field(None, ge=1, le=1024)
-    lora_alpha: int | None = Field(None, ge=1, le=4096)
-    lora_dropout: float | None = Field(None, ge=0, lt=1)
-    target_modules: list[str] | None = None
-
-
-class Method(BaseModel):
-    """``supervised`` (OpenAI; = full fine-tuning) or a tuneforge method."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["supervised", "full", "head", "lora", "ia3"] = "supervised"
-    supervised: MethodParams | None = None
-    full: MethodParams | None = None
-    head: MethodParams | None = None
-    lora: MethodParams | None = None
-    ia3: MethodParams | None = None
+    MethodParams = create_model(
+        "MethodParams",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="Per-method settings (``method.<type>``): hyperparameters and the method's "
+        "options.",
+        hyperparameters=(Hyperparameters | None, None),
+        **_fields(method_option_settings()),
+    )
+    Method = create_model(
+        "Method",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="``supervised`` (OpenAI; = full fine-tuning) or a registered tuneforge method.",
+        type=(Literal[tuple(method_types())], "supervised"),
+        **{name: (MethodParams | None, None) for name in method_types()},
+    )
 
 
 class JobCreate(BaseModel):
