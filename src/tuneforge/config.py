@@ -14,6 +14,7 @@ from tuneforge.errors import InputError
 
 Auto = Literal["auto"]
 PRECISIONS = ("auto", "fp32", "bf16")
+QUALITY_CHECKS = ("warn", "error", "off")
 
 
 def _check(cond: bool, message: str) -> None:
@@ -44,6 +45,10 @@ class DataConfig:
         label_separator: Separator of several labels in one CSV/TSV/Parquet cell.
         validation_fraction: Share of ``train`` carved for validation when needed.
         test_fraction: Share of ``train`` carved for test when needed.
+        quality_checks: What a training run does about duplicates, leakage between
+            splits and texts with conflicting labels (the checks of ``tuneforge data
+            check``, run on the splits before training): ``warn`` (a warning each),
+            ``error`` (stop before training, nothing written) or ``off``.
     """
 
     train: str
@@ -55,8 +60,14 @@ class DataConfig:
     label_separator: str = "|"
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
+    quality_checks: str = "warn"
 
     def __post_init__(self) -> None:
+        _check(
+            self.quality_checks in QUALITY_CHECKS,
+            f"quality_checks must be one of {', '.join(QUALITY_CHECKS)}, "
+            f"got {self.quality_checks!r}",
+        )
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
             _check(0 < value < 0.5, f"{name} must be between 0 and 0.5, got {value}")
@@ -131,6 +142,15 @@ class TrainConfig:
         max_grad_norm: Gradient clipping norm (0 disables).
         seed: Seed for splits, shuffling, dropout and head initialisation.
         patience: Evaluations without improvement before stopping early (0 disables).
+            A small validation split gives noisy scores (the standard error of an
+            accuracy is sqrt(p(1-p)/n): 0.09 at 20 examples, 0.02 at 400), so below
+            400 validation examples the patience is multiplied by sqrt(400 / n), the
+            ratio of the standard errors, rounded up (3 becomes 14 at 20 examples).
+        min_epochs: Early stopping never fires before this much training, in epochs
+            (a fraction is allowed), or ``auto``: one epoch and at least 100 optimizer
+            steps (the warmup and the first large moves of a small encoder), never more
+            than the planned run. On a 200-row file that is half of the run; on large
+            data it is the first epoch.
         eval_every: Evaluate every N optimizer steps; None evaluates
             ``evals_per_epoch`` times per epoch.
         evals_per_epoch: Validation passes per epoch when ``eval_every`` is None.
@@ -153,6 +173,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     patience: int = 3
+    min_epochs: float | Auto = "auto"
     eval_every: int | None = None
     evals_per_epoch: int = 2
     selection_metric: str = "macro_f1"
@@ -171,6 +192,8 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "weight_decay must be >= 0")
         _check(self.gradient_accumulation >= 1, "gradient_accumulation must be >= 1")
         _check(self.patience >= 0, "patience must be >= 0")
+        _auto_or(self.min_epochs, float, "min_epochs", positive=False)
+        _check(self.min_epochs == "auto" or self.min_epochs >= 0, "min_epochs must be >= 0")
         _check(self.evals_per_epoch >= 1, "evals_per_epoch must be >= 1")
         _check(self.eval_every is None or self.eval_every > 0, "eval_every must be positive")
         _check(
