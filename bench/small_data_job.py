@@ -95,6 +95,12 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--seed", type=int, default=0, help="Row sampling seed.")
     parser.add_argument("--label", default="", help="A note stored with the result.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="Training threads (the num_threads hyperparameter); default: the server's choice.",
+    )
     args = parser.parse_args()
     import openai
 
@@ -127,7 +133,10 @@ def main() -> None:
                 time.sleep(0.5)
         started = time.monotonic()
         file = client.files.create(file=train.open("rb"), purpose="fine-tune")
-        job = client.fine_tuning.jobs.create(model="all-MiniLM-L6-v2", training_file=file.id)
+        extra = {"hyperparameters": {"num_threads": args.threads}} if args.threads else {}
+        job = client.fine_tuning.jobs.create(
+            model="all-MiniLM-L6-v2", training_file=file.id, extra_body=extra
+        )
         while job.status not in ("succeeded", "failed", "cancelled"):
             time.sleep(2)
             job = client.fine_tuning.jobs.retrieve(job.id)
@@ -153,6 +162,7 @@ def main() -> None:
     summary = next((e["data"] for e in events if "Training finished" in e["message"]), {})
     result = {
         "label": args.label,
+        "threads": args.threads or "default",
         "source": str(args.src.resolve()),
         "intents": INTENTS,
         "train_rows": PER_CLASS * len(INTENTS),

@@ -6,6 +6,7 @@ Only the cheap parts of ``tuneforge data check`` run here (no tokenizer work).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tuneforge.data.report import build_data_report
@@ -100,7 +101,7 @@ def check_error(problems: list[dict[str, Any]], source: str) -> DataCheckError:
         f"{len(problems)} data quality problem(s); nothing was trained",
         [
             Problem(
-                file=source,
+                file=Path(source).name,
                 message=f"{p['message']}; e.g. {describe_example(p['example'])}",
                 fix="remove or relabel those rows, or set data.quality_checks to 'warn'",
             )
