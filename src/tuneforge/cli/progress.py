@@ -85,19 +85,18 @@ class TrainingProgress:
 
 
 def plan_text(plan: dict[str, Any]) -> str:
-    """The ``plan`` event in three lines: schedule, model and machine, time estimate."""
+    """The ``plan`` event in three short lines: schedule, stopping and input, machine."""
     m = plan["measured"]
     return (
-        f"plan: {plan['epochs']} epochs = {plan['total_steps']} steps "
-        f"({plan['steps_per_epoch']}/epoch) of batch {plan['batch_size']}, "
-        f"lr {plan['learning_rate']:.2e} (head {plan['head_learning_rate']:.2e}), "
-        f"early stop after {plan['patience']} evals without gain, not before step "
-        f"{plan['min_steps_before_stopping']}\n"
-        f"      method {plan['method']}, max length {plan['max_length']} "
-        f"({plan['truncated_texts']} texts truncated), precision {plan['precision']}, "
-        f"{plan['threads']} thread(s)\n"
-        f"      estimated {_duration(plan['estimated_seconds'])} "
-        f"(measured here: {m['tokens_per_s']:,.0f} tokens/s over {m['measured_batches']} steps)"
+        f"plan: {plan['epochs']} epochs, {plan['total_steps']} steps "
+        f"({plan['steps_per_epoch']}/epoch), batch {plan['batch_size']}, "
+        f"lr {plan['learning_rate']:.1e} (head {plan['head_learning_rate']:.1e})\n"
+        f"  early stop: {plan['patience']} evals without gain, from step "
+        f"{plan['min_steps_before_stopping']}; max length {plan['max_length']}, "
+        f"{plan['truncated_texts']} cut\n"
+        f"  {plan['method']}, {plan['precision']}, {plan['threads']} thread(s); estimated "
+        f"{_duration(plan['estimated_seconds'])} (measured here: "
+        f"{m['tokens_per_s']:,.0f} tokens/s)"
     )
 
 

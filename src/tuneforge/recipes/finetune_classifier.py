@@ -46,7 +46,7 @@ from tuneforge.models.registry import BaseModel, resolve_base_model
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
 from tuneforge.training.device import pick_device, resolve_precision, set_threads
-from tuneforge.training.events import EventLog, Listener
+from tuneforge.training.events import EventLog, Listener, read_events
 from tuneforge.training.loop import LoopSettings, fit, planned_steps, steps_per_epoch
 from tuneforge.training.seed import seed_everything
 from tuneforge.training.speed import estimate_seconds, measure_training_speed, padded_tokens
@@ -252,10 +252,8 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         shutil.rmtree(stage)
     stage.mkdir(parents=True, exist_ok=True)
     events = EventLog(stage / "events.jsonl", listeners=list(listeners))
-    warnings: list[dict[str, Any]] = []
 
     def warn(code: str, message: str, **fields: Any) -> None:
-        warnings.append({"code": code, "message": message, **fields})
         events.emit("warning", code=code, message=message, **fields)
 
     try:
@@ -446,6 +444,13 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             wall_seconds=round(time.time() - started, 1),
         )
         atomic_write_json(staged / "environment.json", env)
+        # Every warning of the run, from the events file: those of an interrupted attempt
+        # too, and the loop's own (slow training).
+        warnings = [
+            {k: v for k, v in e.items() if k not in ("type", "time")}
+            for e in read_events(stage / "events.jsonl")
+            if e["type"] == "warning"
+        ]
         training_info = {"plan": plan, "trained": trained, "warnings": warnings}
         atomic_write_json(staged / "training.json", training_info)
         shutil.copy2(stage / "events.jsonl", staged / "events.jsonl")
