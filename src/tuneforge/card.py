@@ -21,6 +21,7 @@ def render_model_card(
     metrics: dict[str, dict[str, Any]],
     data: dict[str, Any],
     environment: dict[str, Any],
+    training: dict[str, Any] | None = None,
 ) -> str:
     """Markdown model card for a bundle.
 
@@ -30,6 +31,7 @@ def render_model_card(
         metrics: Split name -> metrics of the best checkpoint.
         data: The data fingerprint.
         environment: Versions and hardware.
+        training: The bundle's ``training.json`` (the plan, what was trained, warnings).
     """
     labels = manifest.labels
     multi = manifest.multi_label
@@ -59,6 +61,7 @@ def render_model_card(
         f"- Epochs {train['epochs']}, batch size {train['batch_size']}, learning rate "
         f"{train['learning_rate']:.2e}, warmup {train['warmup_ratio']}, seed {train['seed']}, "
         f"selection metric `{train['selection_metric']}` on validation",
+        *_training_lines(training),
         "",
         "## Data",
         "| split | rows | source | carved from train |",
@@ -106,3 +109,30 @@ def render_model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _training_lines(training: dict[str, Any] | None) -> list[str]:
+    """The plan against what ran, and the run's warnings."""
+    if not training:
+        return []
+    plan, trained = training["plan"], training["trained"]
+    stop = (
+        f"stopped early at step {trained['steps']} of {trained['steps_planned']}"
+        if trained["stopped_early"]
+        else f"ran all {trained['steps']} planned steps"
+    )
+    lines = [
+        f"- Trained {trained['epochs_trained']:g} of {trained['epochs_planned']} planned epochs "
+        f"({stop}; best checkpoint at step {trained['best_step']}, epoch "
+        f"{trained['best_epoch']}); early stopping after {plan['patience']} evaluations "
+        f"without improvement, not before step {plan['min_steps_before_stopping']}",
+        f"- {plan['total_steps']} steps of batch {plan['batch_size']} "
+        f"({plan['steps_per_epoch']} per epoch), head learning rate "
+        f"{plan['head_learning_rate']:.2e}, precision {plan['precision']}, "
+        f"{plan['threads']} thread(s); {plan['truncated_texts']} training text(s) truncated; "
+        f"estimated {plan['estimated_seconds']:.0f} s at start, trained in "
+        f"{trained['train_seconds']:.0f} s",
+    ]
+    for w in training.get("warnings") or []:
+        lines.append(f"- Warning ({w['code']}): {w['message']}")
+    return lines

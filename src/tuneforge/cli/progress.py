@@ -36,7 +36,13 @@ class TrainingProgress:
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
-        if kind == "start":
+        if kind == "plan":
+            self.progress.console.print(plan_text(event))
+        elif kind == "warning":
+            self.progress.console.print(
+                f"warning: {event['message']}", style="yellow", markup=False
+            )
+        elif kind == "start":
             if self.task is None:
                 self.progress.start()
                 self.task = self.progress.add_task(
@@ -64,9 +70,40 @@ class TrainingProgress:
             )
         elif kind == "summary":
             self.close()
+            if event.get("epochs_trained") is not None:
+                self.console.print(
+                    f"  trained {event['epochs_trained']:g} of {event['epochs_planned']} epochs "
+                    f"({event['steps']} of {event['steps_planned']} steps"
+                    + (", stopped early)" if event.get("stopped_early") else ")"),
+                    markup=False,
+                )
 
     def close(self) -> None:
         """Stop drawing."""
         if self.task is not None:
             self.progress.stop()
             self.task = None
+
+
+def plan_text(plan: dict[str, Any]) -> str:
+    """The ``plan`` event in three short lines: schedule, stopping and input, machine."""
+    m = plan["measured"]
+    return (
+        f"plan: {plan['epochs']} epochs, {plan['total_steps']} steps "
+        f"({plan['steps_per_epoch']}/epoch), batch {plan['batch_size']}, "
+        f"lr {plan['learning_rate']:.1e} (head {plan['head_learning_rate']:.1e})\n"
+        f"  early stop: {plan['patience']} evals without gain, from step "
+        f"{plan['min_steps_before_stopping']}; max length {plan['max_length']}, "
+        f"{plan['truncated_texts']} cut\n"
+        f"  {plan['method']}, {plan['precision']}, {plan['threads']} thread(s); estimated "
+        f"{_duration(plan['estimated_seconds'])} (measured here: "
+        f"{m['tokens_per_s']:,.0f} tokens/s)"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -340,7 +340,8 @@ def render_data_report(report: dict) -> RenderableType:
             Text(
                 f"Estimated training time: ~{_duration(est['seconds_per_epoch'])} per epoch "
                 f"({est['tokens_per_epoch']:,} tokens at {est['throughput_tokens_per_s']:,.0f}"
-                " tokens/s)"
+                " tokens/s, a rough figure scaled from a reference CPU; `tuneforge train` "
+                "measures this machine before its first step)"
             )
         )
     parts.append(_warnings_text(report["warnings"]))

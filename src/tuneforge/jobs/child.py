@@ -57,6 +57,24 @@ class EventForwarder:
             data={k: v for k, v in e.items() if k not in ("type", "time")},
         )
 
+    def _on_plan(self, e: dict[str, Any]) -> None:
+        self._add(
+            f"Plan: {e['epochs']} epochs, {e['total_steps']} steps ({e['steps_per_epoch']} per "
+            f"epoch), batch size {e['batch_size']}, learning rate {e['learning_rate']:.3g} "
+            f"(head {e['head_learning_rate']:.3g}), max length {e['max_length']} "
+            f"({e['truncated_texts']} texts truncated), method {e['method']}, precision "
+            f"{e['precision']}, {e['threads']} thread(s); estimated "
+            f"{e['estimated_seconds']:.0f} s (measured on this machine)",
+            data={k: v for k, v in e.items() if k not in ("type", "time")},
+        )
+
+    def _on_warning(self, e: dict[str, Any]) -> None:
+        self._add(
+            f"Warning: {e['message']}",
+            level="warn",
+            data={k: v for k, v in e.items() if k not in ("type", "time")},
+        )
+
     def _on_resume(self, e: dict[str, Any]) -> None:
         self._add(
             f"Resumed from checkpoint at step {e['step']} ({e.get('checkpoint')})",
@@ -112,7 +130,10 @@ class EventForwarder:
     def _on_summary(self, e: dict[str, Any]) -> None:
         self.summary = e
         self._add(
-            f"Training finished: best checkpoint at step {e.get('best_step')}; "
+            f"Training finished after {e.get('epochs_trained')} of {e.get('epochs_planned')} "
+            f"epochs ({e.get('steps')} steps"
+            + (", stopped early" if e.get("stopped_early") else "")
+            + f"): best checkpoint at step {e.get('best_step')}; "
             f"validation {e.get('validation')}; test {e.get('test')}",
             data={k: v for k, v in e.items() if k not in ("type", "time")},
         )
@@ -186,7 +207,10 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
     except InputError as exc:
         forwarder.flush()
         problems = [str(p) for p in exc.problems]
-        _write_json(work / "error.json", {"message": str(exc), "problems": problems})
+        error = {"message": str(exc), "problems": problems}
+        if getattr(exc, "job_error_code", None):
+            error["code"] = exc.job_error_code
+        _write_json(work / "error.json", error)
         return EXIT_BAD_INPUT
     forwarder.flush()
     _write_json(

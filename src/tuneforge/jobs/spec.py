@@ -36,6 +36,7 @@ NOT_IN_HYPERPARAMETERS = {
     "data.label_column": "HTTP: job body data options",
     "data.multi_label": "HTTP: job body data options",
     "data.label_separator": "HTTP: job body data options",
+    "data.quality_checks": "HTTP: job body data options",
     "data.validation_fraction": "not offered: upload a validation_file to choose the split",
     "data.test_fraction": "not offered: the server carves the default 10% test split",
     "model.name": "model",

@@ -206,7 +206,7 @@ class Worker:
         if code == 2 and (work / "error.json").is_file():
             error = json.loads((work / "error.json").read_text(encoding="utf-8"))
             message = "; ".join(error.get("problems") or []) or error["message"]
-            self._fail(job_id, "invalid_job", message)
+            self._fail(job_id, error.get("code", "invalid_job"), message)
             return
         reason = f"the training process exited with code {code}" + _log_tail(log_path)
         if claim.attempt < claim.max_attempts:

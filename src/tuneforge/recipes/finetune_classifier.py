@@ -28,7 +28,8 @@ from tuneforge.bundle import (
 )
 from tuneforge.card import render_model_card
 from tuneforge.config import RunConfig
-from tuneforge.data.encode import EncodedTexts, encode_texts
+from tuneforge.data.checks import check_error, data_problems, describe_example
+from tuneforge.data.encode import EncodedTexts, encode_texts, length_grouped_batches
 from tuneforge.data.labels import LabelMap
 from tuneforge.data.splits import Splits, make_splits, split_manifest
 from tuneforge.data.tables import Table, read_table
@@ -47,9 +48,10 @@ from tuneforge.recipes.run_checks import check_run_config
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
 from tuneforge.training.device import pick_device, resolve_precision, set_threads
-from tuneforge.training.events import EventLog, Listener
-from tuneforge.training.loop import LoopSettings, fit, steps_per_epoch
+from tuneforge.training.events import EventLog, Listener, read_events
+from tuneforge.training.loop import LoopSettings, fit, planned_steps, steps_per_epoch
 from tuneforge.training.seed import seed_everything
+from tuneforge.training.speed import estimate_seconds, measure_training_speed, padded_tokens
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -185,6 +187,10 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     # 1. Data: read, validate, split (all before anything is written).
     splits = load_splits(config)
     multi = config.data.multi_label
+    # The data report's cheap checks: warnings, or (quality_checks="error") a stop here.
+    problems = [] if config.data.quality_checks == "off" else data_problems(splits)
+    if problems and config.data.quality_checks == "error":
+        raise check_error(problems, config.data.train)
     labels = LabelMap.from_labels(splits.train.labels)
 
     # 2. Model: base + head + method.
@@ -225,11 +231,15 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         gradient_accumulation=t.gradient_accumulation,
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,
-        patience=t.patience,
+        patience=auto.effective_patience(t.patience, len(splits.validation)),
         eval_every=t.eval_every or max(1, -(-spe // t.evals_per_epoch)),
         checkpoint_every=t.checkpoint_every,
         device=device,
         autocast_dtype=resolve_precision(t.precision, device),
+    )
+    spe, total_steps = planned_steps(encoded["train"].lengths, settings)
+    settings = replace(
+        settings, min_steps=auto.min_steps_before_stopping(t.min_epochs, spe, total_steps)
     )
     resolved = replace(
         config,
@@ -241,6 +251,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             learning_rate_multiplier=1.0,  # already applied to learning_rate
             head_lr_multiplier=head_mult,
             num_threads=threads,
+            min_epochs=round(settings.min_steps / spe, 4),
         ),
         model=replace(config.model, max_length=max_length),
     )
@@ -249,7 +260,19 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         shutil.rmtree(stage)
     stage.mkdir(parents=True, exist_ok=True)
     events = EventLog(stage / "events.jsonl", listeners=list(listeners))
+
+    def warn(code: str, message: str, **fields: Any) -> None:
+        events.emit("warning", code=code, message=message, **fields)
+
     try:
+        for problem in problems:
+            example = describe_example(problem["example"])
+            fields = {k: v for k, v in problem.items() if k not in ("code", "message")}
+            warn(
+                problem["code"],
+                problem["message"] + (f"; e.g. {example}" if example else ""),
+                **fields,
+            )
         seed_everything(t.seed)
         model: torch.nn.Module = build_classifier(
             base.path,
@@ -285,7 +308,41 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             )
             return selection_score(metrics, t.selection_metric), metrics
 
-        # 4. Train: validation during training, keep the best, stop early.
+        # 4. Plan: what auto chose, and this machine's speed measured on the real model.
+        head_prefixes = head_parameter_prefixes(model) if head_mult != 1 else ()
+        speed = measure_training_speed(
+            model,
+            encoded["train"],
+            train_targets,
+            batch_size=batch_size,
+            gradient_accumulation=t.gradient_accumulation,
+            loss_fn=loss_fn,
+            pad_id=pad_id,
+            device=device,
+            autocast_dtype=settings.autocast_dtype,
+            learning_rate=lr,
+            weight_decay=t.weight_decay,
+            head_prefixes=head_prefixes,
+            head_learning_rate=settings.head_learning_rate,
+            seed=t.seed,
+        )
+        settings = replace(settings, expected_tokens_per_s=speed.step_tokens_per_s or None)
+        plan = _plan(
+            settings,
+            encoded,
+            speed,
+            epochs=epochs,
+            spe=spe,
+            total_steps=total_steps,
+            head_mult=head_mult,
+            max_length=max_length,
+            method=method.name,
+            threads=threads,
+            configured_patience=t.patience,
+        )
+        events.emit("plan", **plan)
+
+        # 5. Train: validation during training, keep the best, stop early.
         result = fit(
             model,
             encoded["train"],
@@ -297,10 +354,10 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             checkpoint_dir=stage / "checkpoints",
             events=events,
             resume=config.resume,
-            head_prefixes=head_parameter_prefixes(model) if head_mult != 1 else (),
+            head_prefixes=head_prefixes,
         )
 
-        # 5. Evaluate the best checkpoint on validation and the held-out test split, in
+        # 6. Evaluate the best checkpoint on validation and the held-out test split, in
         # fp32 whatever the training precision: the bundle is served in fp32 (Predictor's
         # default), so the reported metrics are the ones a user gets and `tuneforge eval`
         # reproduces them on the same file (bf16 logits differ in the third digit).
@@ -321,10 +378,27 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             )
             for name in ("validation", "test")
         }
+        if not multi:
+            moved = _barely_moved(metrics["validation"], targets["validation"], len(labels))
+            if moved:
+                warn("barely_moved", moved, split="validation")
+        trained = {
+            "epochs_planned": plan["epochs"],
+            "epochs_trained": round(result.epochs_trained, 3),
+            "steps_planned": total_steps,
+            "steps": result.steps,
+            "best_step": result.best_step,
+            "best_epoch": round(result.best_step / spe, 3) if spe else None,
+            "stopped_early": result.stopped_early,
+            "train_seconds": round(result.train_seconds, 3),
+        }
         events.emit(
             "summary",
             best_step=result.best_step,
             steps=result.steps,
+            epochs_planned=trained["epochs_planned"],
+            epochs_trained=trained["epochs_trained"],
+            steps_planned=total_steps,
             stopped_early=result.stopped_early,
             train_seconds=round(result.train_seconds, 3),
             train_examples_per_s=round(result.examples_per_s, 2),
@@ -337,7 +411,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         )
         events.close()
 
-        # 6. Bundle: write everything into the staging directory, then rename into place.
+        # 7. Bundle: write everything into the staging directory, then rename into place.
         staged = stage / "bundle"
         if staged.exists():
             shutil.rmtree(staged)
@@ -385,9 +459,18 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             wall_seconds=round(time.time() - started, 1),
         )
         atomic_write_json(staged / "environment.json", env)
+        # Every warning of the run, from the events file: those of an interrupted attempt
+        # too, and the loop's own (slow training).
+        warnings = [
+            {k: v for k, v in e.items() if k not in ("type", "time")}
+            for e in read_events(stage / "events.jsonl")
+            if e["type"] == "warning"
+        ]
+        training_info = {"plan": plan, "trained": trained, "warnings": warnings}
+        atomic_write_json(staged / "training.json", training_info)
         shutil.copy2(stage / "events.jsonl", staged / "events.jsonl")
         (staged / "README.md").write_text(
-            render_model_card(manifest, resolved.to_dict(), metrics, data_info, env),
+            render_model_card(manifest, resolved.to_dict(), metrics, data_info, env, training_info),
             encoding="utf-8",
         )
         publish(staged, output)
@@ -413,7 +496,15 @@ def _trained_tokens(train: EncodedTexts, examples_seen: int) -> int:
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("n_examples", "accuracy", "subset_accuracy", "macro_f1", "micro_f1", "log_loss")
+    keys = (
+        "n_examples",
+        "accuracy",
+        "subset_accuracy",
+        "macro_f1",
+        "micro_f1",
+        "log_loss",
+        "ece",
+    )
     return {k: metrics[k] for k in keys if k in metrics}
 
 
@@ -446,3 +537,97 @@ def _data_fingerprint(splits: Splits, config: RunConfig) -> dict[str, Any]:
         "label_column": config.data.label_column,
         "multi_label": config.data.multi_label,
     }
+
+
+def _plan(
+    settings: LoopSettings,
+    encoded: dict[str, EncodedTexts],
+    speed,
+    *,
+    epochs: float,
+    spe: int,
+    total_steps: int,
+    head_mult: float,
+    max_length: int,
+    method: str,
+    threads: int,
+    configured_patience: int,
+) -> dict[str, Any]:
+    """What the run will do, with ``auto`` resolved, and its time estimated from ``speed``."""
+    train = encoded["train"]
+    batches = length_grouped_batches(
+        train.lengths, settings.batch_size, seed=settings.seed, epoch=0
+    )
+    tokens_per_epoch = sum(padded_tokens(train.lengths, batches))
+    run_epochs = total_steps / spe if spe else 0.0
+    evaluations = math.ceil(run_epochs * math.ceil(spe / settings.eval_every))
+    estimate = estimate_seconds(
+        speed,
+        train_tokens_per_epoch=tokens_per_epoch,
+        epochs=run_epochs,
+        total_steps=total_steps,
+        validation_tokens=int(np.sum(encoded["validation"].lengths)),
+        evaluations=evaluations,
+    )
+    return {
+        "epochs": int(epochs) if epochs.is_integer() else epochs,
+        "total_steps": total_steps,
+        "steps_per_epoch": spe,
+        "batch_size": settings.batch_size,
+        "gradient_accumulation": settings.gradient_accumulation,
+        "learning_rate": settings.learning_rate,
+        "head_learning_rate": settings.head_learning_rate,
+        "head_lr_multiplier": head_mult,
+        "max_length": max_length,
+        "truncated_texts": int(train.truncated),
+        "method": method,
+        "precision": "bf16" if settings.autocast_dtype is not None else "fp32",
+        "threads": threads,
+        "train_examples": len(train),
+        "validation_examples": len(encoded["validation"]),
+        "eval_every": settings.eval_every,
+        "evaluations": evaluations,
+        "patience": settings.patience,
+        "patience_configured": configured_patience,
+        "min_steps_before_stopping": settings.min_steps,
+        "estimated_seconds": round(estimate, 1),
+        "measured": speed.as_dict(),
+    }
+
+
+BARELY_MOVED_LOG_LOSS = 0.9
+"""A validation log loss at or above this share of log(K) counts as barely moved."""
+
+
+def _barely_moved(metrics: dict[str, Any], targets: np.ndarray, n_labels: int) -> str | None:
+    """A warning message when the model ends close to where an untrained one starts.
+
+    Two baselines: the log loss of a uniform guess, log(K), and the accuracy of always
+    answering the validation split's most frequent class, plus one standard error of that
+    rate (sqrt(m(1-m)/n)) so that noise on a small split does not count as learning.
+    """
+    n = len(targets)
+    if n == 0 or n_labels < 2:
+        return None
+    uniform = math.log(n_labels)
+    majority = float(np.bincount(targets, minlength=n_labels).max() / n)
+    margin = math.sqrt(majority * (1 - majority) / n)
+    loss, acc = metrics.get("log_loss"), metrics.get("accuracy")
+    reasons = []
+    if loss is not None and loss >= BARELY_MOVED_LOG_LOSS * uniform:
+        reasons.append(
+            f"validation log loss {loss:.3f} is near {uniform:.3f}, a uniform guess over "
+            f"{n_labels} classes"
+        )
+    if acc is not None and acc <= majority + margin:
+        reasons.append(
+            f"validation accuracy {acc:.3f} is near {majority:.3f}, always answering the most "
+            "frequent class"
+        )
+    if not reasons:
+        return None
+    return (
+        "the model barely moved: "
+        + "; ".join(reasons)
+        + ". Train longer (epochs), raise the learning rate, or add data."
+    )

@@ -48,6 +48,41 @@ def auto_learning_rate(method_rate: float, batch_size: int) -> float:
     return method_rate * math.sqrt(batch_size / 32)
 
 
+# Early stopping on small data (see TrainConfig.patience and TrainConfig.min_epochs).
+MIN_STEPS_BEFORE_STOPPING = 100
+"""Optimizer steps before early stopping may fire under ``min_epochs="auto"``."""
+PATIENCE_REFERENCE_VALIDATION = 400
+"""Validation size at and above which ``patience`` is used as given."""
+
+
+def effective_patience(patience: int, n_validation: int) -> int:
+    """``patience`` scaled up for a small validation split.
+
+    A validation score on ``n`` examples moves by noise of about one standard error,
+    sqrt(p(1-p)/n); below ``PATIENCE_REFERENCE_VALIDATION`` examples the patience is
+    multiplied by the ratio of the standard errors, sqrt(reference / n), rounded up, so
+    that a lucky early score does not end the run. 0 (no early stopping) stays 0.
+    """
+    if patience <= 0 or n_validation <= 0 or n_validation >= PATIENCE_REFERENCE_VALIDATION:
+        return patience
+    return math.ceil(patience * math.sqrt(PATIENCE_REFERENCE_VALIDATION / n_validation))
+
+
+def min_steps_before_stopping(
+    min_epochs: float | str, steps_per_epoch: int, total_steps: int
+) -> int:
+    """Optimizer steps before early stopping may fire: ``min_epochs`` worth of steps, or for
+    ``auto`` one epoch and at least ``MIN_STEPS_BEFORE_STOPPING`` steps; never more than
+    the planned run."""
+    if min_epochs == "auto":
+        wanted = max(steps_per_epoch, MIN_STEPS_BEFORE_STOPPING)
+    else:
+        wanted = math.ceil(float(min_epochs) * steps_per_epoch)
+    return int(min(total_steps, wanted))
+
+
+# A rough figure for ``tuneforge data check`` only, where no model runs: training itself
+# measures this machine's speed on the real model before its first step (training.speed).
 # Measured on a 2-core AVX2 CPU (fp32, full fine-tuning, all-MiniLM-L6-v2, 6 layers x
 # 384 hidden = 10.6M non-embedding parameters): see docs/benchmarks.md.
 _REFERENCE_TOKENS_PER_S = 1_600.0

@@ -1,9 +1,10 @@
 """Training events as JSON lines: every step's metrics, evaluations, the summary.
 
 The file is the contract with the API and dashboard: one JSON object per line with a
-``type`` (``start``, ``step``, ``eval``, ``checkpoint``, ``resume``, ``early_stop``,
-``summary``) and ``time`` (Unix seconds). Each type is a dataclass here (``EVENT_TYPES``);
-``EventLog.emit`` checks every event against its dataclass, ``parse_event`` reads one back.
+``type`` (``plan``, ``warning``, ``start``, ``step``, ``eval``, ``checkpoint``, ``resume``,
+``early_stop``, ``summary``) and ``time`` (Unix seconds). Each type is a dataclass here
+(``EVENT_TYPES``); ``EventLog.emit`` checks every event against its dataclass, ``parse_event``
+reads one back.
 """
 
 from __future__ import annotations
@@ -162,6 +163,54 @@ class EarlyStopEvent(Event):
     best_step: int
 
 
+@event_type("plan")
+@dataclass(frozen=True, kw_only=True)
+class PlanEvent(Event):
+    """What the run will do, every ``auto`` resolved, before the first step; the time
+    estimate comes from a measurement of the real model on this machine (``measured``)."""
+
+    epochs: int | float
+    total_steps: int
+    steps_per_epoch: int
+    batch_size: int
+    gradient_accumulation: int
+    learning_rate: float
+    head_learning_rate: float | None
+    head_lr_multiplier: float
+    max_length: int
+    truncated_texts: int
+    method: str
+    precision: str
+    threads: int
+    train_examples: int
+    validation_examples: int
+    eval_every: int
+    evaluations: int
+    patience: int
+    patience_configured: int
+    min_steps_before_stopping: int
+    estimated_seconds: float
+    measured: dict[str, Any]
+
+
+@event_type("warning")
+@dataclass(frozen=True, kw_only=True)
+class WarningEvent(Event):
+    """Something the user should know about the data or the run; ``code`` says what
+    (``duplicates``, ``leakage``, ``conflicting_labels``, ``barely_moved``,
+    ``slow_training``); the other fields are set where they apply."""
+
+    code: str
+    message: str
+    split: str | None = None
+    splits: list[str] | None = None
+    count: int | None = None
+    example: dict[str, Any] | None = None
+    step: int | None = None
+    tokens_per_s: float | None = None
+    expected_tokens_per_s: float | None = None
+
+
 @event_type("summary")
 @dataclass(frozen=True, kw_only=True)
 class SummaryEvent(Event):
@@ -169,6 +218,9 @@ class SummaryEvent(Event):
 
     best_step: int
     steps: int
+    epochs_planned: int | float
+    epochs_trained: float
+    steps_planned: int
     stopped_early: bool
     train_seconds: float
     train_examples_per_s: float

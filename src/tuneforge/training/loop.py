@@ -25,6 +25,12 @@ from tuneforge.training.seed import rng_state, set_rng_state
 Evaluate = Callable[[], tuple[float, dict[str, Any]]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+SLOW_RATIO = 0.5
+"""Throughput below this share of the start measurement counts as slow ..."""
+SLOW_WINDOW_STEPS = 10
+SLOW_WINDOW_SECONDS = 5.0
+"""... when it lasts at least this many optimizer steps and seconds of training."""
+
 
 @dataclass(frozen=True)
 class LoopSettings:
@@ -45,6 +51,10 @@ class LoopSettings:
     autocast_dtype: torch.dtype | None
     max_steps: int | None = None
     head_learning_rate: float | None = None
+    min_steps: int = 0
+    """Early stopping does not fire before this many optimizer steps."""
+    expected_tokens_per_s: float | None = None
+    """Padded tokens/s measured at start; a warning follows when training runs far slower."""
 
 
 @dataclass
@@ -58,15 +68,71 @@ class FitResult:
     examples_seen: int
     train_seconds: float
     stopped_early: bool
+    n_train: int = 0
 
     @property
     def examples_per_s(self) -> float:
         return self.examples_seen / self.train_seconds if self.train_seconds else 0.0
 
+    @property
+    def epochs_trained(self) -> float:
+        """Passes over the training split actually made (examples seen / examples)."""
+        return self.examples_seen / self.n_train if self.n_train else 0.0
+
 
 def steps_per_epoch(n_examples: int, batch_size: int, accumulation: int) -> int:
     """Optimizer steps in one epoch (megabatch remainders can add a few short batches)."""
     return math.ceil(math.ceil(n_examples / batch_size) / accumulation)
+
+
+def planned_steps(lengths, settings: LoopSettings) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) of a run, as ``fit`` counts them."""
+    s = settings
+    batches_per_epoch = len(length_grouped_batches(lengths, s.batch_size, seed=0, epoch=0))
+    spe = math.ceil(batches_per_epoch / s.gradient_accumulation)
+    total_steps = spe * s.epochs
+    if s.max_steps is not None:
+        total_steps = min(total_steps, s.max_steps)
+    return spe, total_steps
+
+
+class _SlowWatch:
+    """Warns once when training runs far below the speed measured at start."""
+
+    def __init__(self, expected: float | None, events: EventLog) -> None:
+        self.expected = expected
+        self.events = events
+        self.warned = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.steps, self.tokens, self.seconds = 0, 0, 0.0
+
+    def add(self, tokens: int, seconds: float, step: int) -> None:
+        if not self.expected or self.warned:
+            return
+        self.steps += 1
+        self.tokens += tokens
+        self.seconds += seconds
+        if self.steps < SLOW_WINDOW_STEPS or self.seconds < SLOW_WINDOW_SECONDS:
+            return
+        rate = self.tokens / self.seconds
+        if rate < SLOW_RATIO * self.expected:
+            self.warned = True
+            self.events.emit(
+                "warning",
+                code="slow_training",
+                message=(
+                    f"training runs at {rate:,.0f} tokens/s, {rate / self.expected:.0%} of "
+                    f"the {self.expected:,.0f} tokens/s measured at start (over "
+                    f"{self.steps} steps up to step {step}); the CPU is probably shared "
+                    "with other processes: try fewer threads (--threads 1)"
+                ),
+                step=step,
+                tokens_per_s=round(rate, 1),
+                expected_tokens_per_s=round(self.expected, 1),
+            )
+        self._reset()
 
 
 def fit(
@@ -113,11 +179,7 @@ def fit(
         head_prefixes=head_prefixes,
         head_learning_rate=s.head_learning_rate,
     )
-    batches_per_epoch = len(length_grouped_batches(train.lengths, s.batch_size, seed=0, epoch=0))
-    spe = math.ceil(batches_per_epoch / s.gradient_accumulation)
-    total_steps = spe * s.epochs
-    if s.max_steps is not None:
-        total_steps = min(total_steps, s.max_steps)
+    spe, total_steps = planned_steps(train.lengths, s)
     scheduler = linear_schedule(
         optimizer, warmup_steps=round(s.warmup_ratio * total_steps), total_steps=total_steps
     )
@@ -169,7 +231,16 @@ def fit(
         """Evaluate, keep the best, checkpoint; True means stop early."""
         score, metrics = evaluate()
         state["last_eval_step"] = step
-        improved = score > state["best_score"]
+        # A tie on the selection metric (common on a small validation split, where accuracy
+        # or F1 saturate) goes to the lower validation log loss: the better-calibrated model.
+        loss = metrics.get("log_loss")
+        best_loss = state["best_metrics"].get("log_loss")
+        improved = score > state["best_score"] or (
+            score == state["best_score"]
+            and loss is not None
+            and best_loss is not None
+            and loss < best_loss
+        )
         if improved:
             state.update(best_score=score, best_step=step, best_metrics=metrics, bad_evals=0)
             ckpt.save_best(
@@ -186,11 +257,12 @@ def fit(
             improved=improved,
             metrics=metrics,
         )
-        stop = s.patience > 0 and state["bad_evals"] >= s.patience
+        stop = s.patience > 0 and state["bad_evals"] >= s.patience and step >= s.min_steps
         if s.checkpoint_every is None or stop:
             save(step)
         return stop
 
+    watch = _SlowWatch(s.expected_tokens_per_s, events)
     model.train()
     stopped = False
     gc_was_enabled = gc.isenabled()
@@ -202,8 +274,10 @@ def fit(
             state.update(epoch=epoch, batch=start_batch)
             tick = time.perf_counter()
             accumulated = 0
+            step_tokens = 0
             for b in range(start_batch, len(batches)):
                 idx = batches[b]
+                step_tokens += len(idx) * int(train.lengths[idx].max())
                 batch = {
                     k: v.to(device) for k, v in collate([train.ids[i] for i in idx], pad_id).items()
                 }
@@ -238,7 +312,9 @@ def fit(
                     examples_per_s=round(accumulated / (now - tick), 2),
                     total_steps=total_steps,
                 )
+                watch.add(step_tokens, now - tick, step)
                 accumulated = 0
+                step_tokens = 0
                 # Evaluate every eval_every steps counted from the start of each epoch, at
                 # the end of each epoch, and at the end of the run.
                 last_of_run = step == total_steps
@@ -268,4 +344,5 @@ def fit(
         examples_seen=state["examples_seen"],
         train_seconds=state["train_seconds"],
         stopped_early=stopped,
+        n_train=len(train),
     )

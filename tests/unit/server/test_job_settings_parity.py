@@ -97,6 +97,7 @@ VALUES = {
     "train.gradient_accumulation": 2,
     "train.max_grad_norm": 0.5,
     "train.patience": 5,
+    "train.min_epochs": 0.5,
     "train.eval_every": 7,
     "train.evals_per_epoch": 3,
     "train.selection_metric": "accuracy",

@@ -47,6 +47,14 @@ def test_every_event_round_trips(tmp_path: Path):
             learning_rate=5e-5,
             train_examples=30,
         ),
+        log.emit(
+            "warning",
+            code="duplicates",
+            message="train: 2 duplicate row(s)",
+            split="train",
+            count=2,
+            example={"lines": [2, 9]},
+        ),
         log.emit("resume", step=4, epoch=1, checkpoint="step-000004"),
         log.emit(StepEvent(**STEP)),
         log.emit(
@@ -64,6 +72,9 @@ def test_every_event_round_trips(tmp_path: Path):
             "summary",
             best_step=4,
             steps=8,
+            epochs_planned=3,
+            epochs_trained=2.0,
+            steps_planned=12,
             stopped_early=True,
             train_seconds=1.5,
             train_examples_per_s=40.0,
@@ -78,6 +89,7 @@ def test_every_event_round_trips(tmp_path: Path):
     assert lines == written
     assert [line["type"] for line in lines] == [
         "start",
+        "warning",
         "resume",
         "step",
         "eval",
@@ -86,11 +98,12 @@ def test_every_event_round_trips(tmp_path: Path):
         "summary",
     ]
     # the JSON-lines form: type, time, then the fields; non-finite floats as null
-    assert list(lines[2]) == ["type", "time", *STEP]
-    assert lines[3]["metrics"]["log_loss"] is None
+    assert list(lines[3]) == ["type", "time", *STEP]
+    assert lines[4]["metrics"]["log_loss"] is None
+    assert lines[1]["count"] == 2 and lines[1]["step"] is None  # fields that don't apply: null
     typed = [parse_event(line) for line in lines]
-    assert typed[2] == StepEvent(time=lines[2]["time"], **STEP)
-    assert isinstance(typed[3], EvalEvent) and typed[3].metrics["accuracy"] == 0.8
+    assert typed[3] == StepEvent(time=lines[3]["time"], **STEP)
+    assert isinstance(typed[4], EvalEvent) and typed[4].metrics["accuracy"] == 0.8
     assert [parse_event(e.to_dict()) for e in typed] == typed
     # existing readers of the file keep working
     csv = metrics_csv(tmp_path / "events.jsonl").splitlines()
@@ -103,8 +116,8 @@ def test_wrong_fields_and_unknown_types_are_refused(tmp_path: Path):
         log.emit("step", **STEP, lost=1)
     with pytest.raises(ValueError, match=r"'checkpoint'.*missing"):
         log.emit("checkpoint", step=1)
-    with pytest.raises(ValueError, match="unknown training event type 'plan'"):
-        log.emit("plan", epochs=3)
+    with pytest.raises(ValueError, match="unknown training event type 'progress'"):
+        log.emit("progress", epochs=3)
     with pytest.raises(ValueError, match="without a type"):
         parse_event({"step": 1})
     log.close()
