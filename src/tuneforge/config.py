@@ -253,6 +253,8 @@ def _validate(obj: object, section: str) -> None:
             raise InputError(f"{s.key} must be a whole number{auto}, got {value!r}")
         if not (_type_ok(s, value) and _in_range(s, value)):
             raise InputError(f"{s.key} must be {s.requirement()}, got {value!r}")
+
+
 QUALITY_CHECKS = ("warn", "error", "off")
 
 

@@ -208,8 +208,9 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
         forwarder.flush()
         problems = [str(p) for p in exc.problems]
         error = {"message": str(exc), "problems": problems}
-        if getattr(exc, "job_error_code", None):
-            error["code"] = exc.job_error_code
+        code = getattr(exc, "job_error_code", None)  # DataCheckError: invalid_training_file
+        if code:
+            error["code"] = code
         _write_json(work / "error.json", error)
         return EXIT_BAD_INPUT
     forwarder.flush()
