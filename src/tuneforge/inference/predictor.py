@@ -18,6 +18,7 @@ from tuneforge.inference.backends import Backend
 from tuneforge.inference.runner import sigmoid, softmax
 from tuneforge.models.classifier import build_classifier
 from tuneforge.models.registry import resolve_base_model, weights_sha256
+from tuneforge.models.safety import check_safe_model_dir
 from tuneforge.training.device import resolve_precision
 
 
@@ -52,17 +53,27 @@ class Prediction:
         }
 
 
-def _load_model(info: BundleInfo, trust_remote_code: bool = False) -> torch.nn.Module:
+def check_safe_bundle(info: BundleInfo) -> None:
+    """Refuse a bundle whose model, adapter or tokenizer would run code or unpickle on load."""
+    check_safe_model_dir(
+        info.path / "tokenizer", f"bundle {info.path}: tokenizer", needs_weights=False
+    )
+    part = "adapter" if info.adapter else "model"
+    check_safe_model_dir(info.path / part, f"bundle {info.path}: {part}")
+
+
+def _load_model(info: BundleInfo) -> torch.nn.Module:
     path = info.path
     if not info.adapter:
         model_dir = path / "model"
+        check_safe_model_dir(model_dir, f"bundle {path}: model")
         level = logging.getLogger("transformers").level
         from transformers import AutoModelForSequenceClassification
 
         logging.getLogger("transformers").setLevel(logging.ERROR)
         try:
             return AutoModelForSequenceClassification.from_pretrained(
-                model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
+                model_dir, dtype=torch.float32, use_safetensors=True, trust_remote_code=False
             )
         finally:
             logging.getLogger("transformers").setLevel(level)
@@ -77,9 +88,8 @@ def _load_model(info: BundleInfo, trust_remote_code: bool = False) -> torch.nn.M
         )
     from peft import PeftModel
 
-    model = build_classifier(
-        base.path, info.labels, multi_label=info.multi_label, trust_remote_code=trust_remote_code
-    )
+    check_safe_model_dir(path / "adapter", f"bundle {path}: adapter")
+    model = build_classifier(base.path, info.labels, multi_label=info.multi_label)
     model = PeftModel.from_pretrained(model, path / "adapter")
     _unwrap_modules_to_save(model)
     # Fold the adapter into the weights: inference then costs what the base model costs.
@@ -164,11 +174,12 @@ class Predictor:
         from tuneforge.inference.export import choose_backend
 
         info = read_bundle(path)
+        check_safe_bundle(info)
         if backend == "auto":
             backend = choose_backend(info.path, max_accuracy_drop)
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
-        tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer", trust_remote_code=False)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         if backend == "torch":
             dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

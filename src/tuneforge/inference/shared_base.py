@@ -26,6 +26,7 @@ from tuneforge.bundle import BundleInfo
 from tuneforge.errors import InputError
 from tuneforge.models.classifier import build_classifier
 from tuneforge.models.registry import resolve_base_model, weights_sha256
+from tuneforge.models.safety import check_safe_model_dir
 
 
 def tensor_bytes(tensors) -> int:
@@ -113,6 +114,7 @@ class SharedBases:
 
         from tuneforge.inference.predictor import _unwrap_modules_to_save
 
+        check_safe_model_dir(info.path / "adapter", f"bundle {info.path}: adapter")
         key, base_path, shared = self._base(info)
         model = self._skeleton(info, base_path, shared, self._buffers[key])
         model = PeftModel.from_pretrained(model, info.path / "adapter")
@@ -161,6 +163,7 @@ class SharedBases:
             problem_type="multi_label_classification"
             if info.multi_label
             else "single_label_classification",
+            trust_remote_code=False,
         )
         with torch.device("meta"):
             model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
