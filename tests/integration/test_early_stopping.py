@@ -4,8 +4,9 @@ The validation file has the training file's cue words with the labels swapped, s
 the model learns the training data, the worse it scores on validation: the evaluations stop
 improving once the model has learnt something, and patience runs out well before the planned
 epochs, whatever minimum amount of training comes first. The selection metric is the log loss,
-which moves with every step (macro-F1 ties while the model predicts one class). Runs in fp32 so that the evaluations during training
-and the re-evaluation of the bundle compute the same numbers.
+which moves with every step (macro-F1 ties while the model predicts one class). Runs in fp32
+so that the evaluations during training and the re-evaluation of the bundle compute the same
+numbers.
 """
 
 from __future__ import annotations
