@@ -47,6 +47,7 @@ class ApiServer(LiveServer):
 
     def http(self, key: str | None, headers: dict[str, str] | None = None) -> TestClient:
         """A client with the key as bearer token (plus ``headers``)."""
+        assert self.app is not None and self.main is not None, "use api_server() to build one"
         all_headers = {"Authorization": f"Bearer {key}"} if key else {}
         all_headers.update(headers or {})
         client = _KeyClient(self.app, base_url=BASE_URL, headers=all_headers)
