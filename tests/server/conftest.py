@@ -4,8 +4,9 @@
   ``TestClient`` — the contract tier, for everything that does not need a real process.
 * ``server``: a live uvicorn server with one local worker — the ``live`` tier, for the
   ``openai`` SDK, workers, crashes and schemathesis. A test that starts a live server must be
-  marked ``@pytest.mark.live`` (``live_server`` refuses otherwise), so that
-  ``pytest -m "not live"`` runs the contract tier alone.
+  marked ``@pytest.mark.live`` (``live_server`` refuses otherwise; tests that use the
+  ``server`` fixture are marked automatically), so that ``pytest -m "not live"`` runs the
+  contract tier alone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ import pytest
 from tests.server import live
 from tests.server.api import ApiServer, api_server
 from tests.server.live import LiveServer, live_server, server_settings
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses this conftest's ``server`` fixture (not one of its own module) is in
+    the ``live`` tier without saying so."""
+    for item in items:
+        module = getattr(item, "module", None)
+        uses_live = "server" in getattr(item, "fixturenames", ())
+        if uses_live and module is not None and not hasattr(module, "server"):
+            item.add_marker(pytest.mark.live)
 
 
 @pytest.hookimpl(tryfirst=True)

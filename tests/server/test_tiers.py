@@ -33,3 +33,11 @@ def test_a_live_server_needs_the_live_marker(tmp_path: Path, tiny_model: Path) -
 def test_a_live_test_may_start_one(tmp_path: Path, tiny_model: Path) -> None:
     with live_server(server_settings(tmp_path, tiny_model, workers=0)) as server:
         assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_users_of_the_server_fixture_are_in_the_live_tier(
+    request: pytest.FixtureRequest, server: LiveServer
+) -> None:
+    """Not marked here: collection marks it, or ``live_server`` would have refused."""
+    assert request.node.get_closest_marker("live") is not None
+    assert server.url.startswith("http://127.0.0.1:")
