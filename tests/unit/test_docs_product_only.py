@@ -1,11 +1,13 @@
 """The docs speak of the product only: no files outside the repository, no process artefacts.
 
 README, docs/, bench/README.md, the model card template and the CLI's help texts must not
-point at notes or data folders that ship with no clone, nor at issue numbers.
+point at notes or data folders that ship with no clone, nor at issue numbers; nor may the
+benchmark scripts' ``--help`` texts.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -45,6 +47,17 @@ def test_no_reference_outside_the_product(path: Path) -> None:
             if pattern.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{number}: {what}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+def test_bench_help_texts_speak_of_the_product_only() -> None:
+    """The benchmark scripts' docstrings are their ``--help``; their default paths may stay."""
+    hits = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        for what, pattern in FORBIDDEN.items():
+            if pattern.search(doc):
+                hits.append(f"{path.relative_to(ROOT)}: {what}")
+    assert not hits, hits
 
 
 @pytest.mark.parametrize(
