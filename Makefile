@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-.PHONY: install dev quickstart test lint format bench-train bench-accuracy
+.PHONY: install dev quickstart test test-contract test-slow lint format bench-train bench-accuracy
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
@@ -25,8 +25,17 @@ lint: dev
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
 
+# Everything but the `slow` tier (pyproject's addopts); the tiers are pytest markers.
 test: dev lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+
+# The in-process API contract tier and unit tests: no live server, no worker processes.
+test-contract: dev
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not live and not slow"
+
+# Trains the real default model once (a few minutes).
+test-slow: dev
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m slow
 
 format:
 	$(BIN)/ruff check --fix src tests bench

@@ -1,4 +1,4 @@
-"""Accuracy of ``tuneforge train`` at its DEFAULT settings on the shared datasets.
+"""Accuracy of ``tuneforge train`` at its DEFAULT settings on public datasets.
 
 For every (dataset, method, seed) asked for, this runs one command in a subprocess:
     tuneforge train TRAIN.csv [--validation VAL.csv] [--test TEST.csv] [--method M] [--seed S]
@@ -9,8 +9,9 @@ time of the command (``time.perf_counter`` around ``subprocess.run``), reads
 ``macro_f1``, ...) and, if present, the ``summary`` event of ``OUTDIR/events.jsonl``, prints a
 table and writes JSON.
 
-Presets (files under ``shared/data``; a split the dataset lacks is carved by tuneforge, and the
-JSON says which split came from where):
+Presets: your copies of the datasets as ``text,label`` CSVs under ``--data-root DIR``, one
+folder per dataset (``DIR/sst2/train.csv``, ...); a split the dataset lacks is carved by
+tuneforge, and the JSON says which split came from where:
 - ``sst2``: train.csv + ``--validation validation.csv``; the test split is carved from train
   (GLUE test is unlabelled), so both the validation and the carved-test metrics are reported;
 - ``banking77``: train.csv + ``--test test.csv`` (validation carved);
@@ -23,8 +24,9 @@ default). ``--max-train-rows N`` trains on a seeded, roughly stratified sample o
 validation/test files. Sampled runs are marked in the JSON and are not comparable to full runs.
 
 Run (full defaults, one dataset per line of the table):
-    python bench/accuracy.py --dataset sst2 --dataset banking77 --dataset chnsenticorp \
-        --dataset financial_phrasebank --method full --json bench/results/accuracy.json
+    python bench/accuracy.py --data-root DIR --dataset sst2 --dataset banking77 \
+        --dataset chnsenticorp --dataset financial_phrasebank --method full \
+        --json bench/results/accuracy.json
 Quick smoke run:
     python bench/accuracy.py --dataset sst2 --method full --max-train-rows 256 \
         --max-eval-rows 64 --extra-args "--epochs 1" --json /tmp/accuracy.json

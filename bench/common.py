@@ -1,7 +1,7 @@
 """Shared helpers for the tuneforge benchmarks in ``bench/``.
 
 Nothing here is measured. These helpers make every benchmark script train on exactly the same
-examples (``load_sample``), write CSVs in the ``shared/data`` convention (``text,label``
+examples (``load_sample``), write CSVs in the benchmarks' data convention (``text,label``
 header, Python ``csv`` defaults), write JSON results atomically, and record the environment a
 number was measured in (torch version, threads, CPU bf16 support).
 
@@ -24,7 +24,7 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-# shared/ lies next to the repository checkout: /work/main and /work/shared.
+# Default folder of the datasets (a sibling of the checkout); pass --data-root / --train.
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 RESULTS_DIR = BENCH_DIR / "results"
 
@@ -112,7 +112,7 @@ def stratified_sample(
 
 
 def write_csv(path: str | Path, texts: Sequence[str], labels: Sequence[str]) -> None:
-    """Write a ``text,label`` CSV in the shared/data convention (csv module defaults)."""
+    """Write a ``text,label`` CSV (csv module defaults), the benchmarks' data convention."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as f:
@@ -122,7 +122,7 @@ def write_csv(path: str | Path, texts: Sequence[str], labels: Sequence[str]) -> 
 
 
 def label_mapping(labels: Sequence[str]) -> dict[str, int]:
-    """Label name -> id, by sorting the label set (the shared/data convention)."""
+    """Label name -> id, by sorting the label set (the benchmarks' data convention)."""
     return {name: i for i, name in enumerate(sorted(set(labels)))}
 
 

@@ -9,7 +9,7 @@ has; run ``tuneforge export BUNDLE --int8`` first) and for the HF ``pipeline`` b
   order, not length-sorted): label agreement and the largest score difference.
 
 Run:
-    python bench/inference_backends.py BUNDLE --data ../shared/data/sst2/validation.csv \
+    python bench/inference_backends.py BUNDLE --data SST2_VALIDATION_CSV \
         --json bench/results/inference_backends.json
 """
 

@@ -12,7 +12,7 @@ installed, one thread; else asyncio + httpx) runs on the same cores as the serve
 servers pay that cost alike.
 
 Run:
-    python bench/serve_throughput.py BUNDLE --data ../shared/data/sst2/validation.csv \
+    python bench/serve_throughput.py BUNDLE --data SST2_VALIDATION_CSV \
         --json bench/results/serve_throughput.json
 """
 

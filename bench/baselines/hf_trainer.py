@@ -18,7 +18,7 @@ What it measures: ``loop_seconds`` is ``time.perf_counter`` around ``trainer.tra
 tokenisation are excluded (``setup_seconds``). ``loop_examples_per_s = n / loop_seconds``.
 
 Run (tiny size, a few seconds):
-    python bench/baselines/hf_trainer.py --train ../shared/data/sst2/train.csv \
+    python bench/baselines/hf_trainer.py --train SST2_TRAIN_CSV \
         --n-examples 64 --seed 0 --json /tmp/trainer.json [--bf16] [--no-group-by-length]
 """
 

@@ -15,7 +15,7 @@ The examples are the first N rows of a seeded shuffle of the CSV (``common.load_
 same rows every other benchmark script uses for the same (CSV, N, seed).
 
 Run (tiny size, a few seconds):
-    python bench/baselines/naive_loop.py --train ../shared/data/sst2/train.csv \
+    python bench/baselines/naive_loop.py --train SST2_TRAIN_CSV \
         --n-examples 64 --batch-size 32 --seed 0 --json /tmp/naive.json
 """
 

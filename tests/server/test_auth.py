@@ -1,4 +1,4 @@
-"""Authentication and authorisation of every endpoint, against a real server and SQLite file.
+"""Authentication and authorisation of every endpoint, on the real app and SQLite file.
 
 The routes come from the app itself: an endpoint added without an entry in ``REQUIRED``
 fails ``test_every_route_is_covered``, so a new endpoint cannot escape the matrix.
@@ -15,7 +15,8 @@ from pathlib import Path
 import fastapi.routing
 import httpx
 import pytest
-from tests.server.live import TINY, LiveServer, live_server, server_settings
+from tests.server.api import ApiServer, api_server
+from tests.server.live import TINY, server_settings
 
 from conftest import run_cli, sentiment_rows, write_csv
 from tuneforge.jobs.tables import File, FineTunedModel, Job
@@ -109,7 +110,7 @@ def assert_error(response: httpx.Response, status: int, type_: str, code: str | 
 class World:
     """A server, project acme's objects, and keys of every kind."""
 
-    server: LiveServer
+    server: ApiServer
     owner: str  # acme, all scopes
     file_id: str
     job_id: str
@@ -121,7 +122,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("auth")
-    with live_server(server_settings(tmp, tiny_model, workers=0)) as server:
+    with api_server(server_settings(tmp, tiny_model, workers=0)) as server:
         owner = server.key("acme")
         csv = write_csv(tmp / "train.csv", sentiment_rows(30)).read_bytes()
         file_id = server.upload(owner, "train.csv", csv)
@@ -214,7 +215,7 @@ def test_route_requires_a_valid_key(world: World, route: tuple[str, str]):
         ("key with a typo", {"Authorization": f"Bearer {world.owner[:-1]}x"}),
         ("revoked key", {"Authorization": f"Bearer {world.revoked}"}),
     ]:
-        with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+        with server.http(None, headers=headers) as client:
             response = call(client, world, route)
         error = assert_error(response, 401, "authentication_error")
         assert error["code"] in {"missing_api_key", "invalid_api_key"}, (label, error)
@@ -276,7 +277,7 @@ def test_other_projects_new_objects_stay_invisible_to_the_owner(world: World):
 
 
 def test_public_endpoints_need_no_key(world: World):
-    with httpx.Client(base_url=world.server.url, timeout=60) as client:
+    with world.server.http(None) as client:
         for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
             assert client.get(path).status_code == 200, path
         # an unknown path answers 404 with the envelope, a wrong method 405
@@ -320,7 +321,7 @@ def test_cli_keys_create_list_revoke(tmp_path: Path, tiny_model: Path):
     assert record["scopes"] == "infer,train" and record["revoked"] is False
     assert key.startswith(record["prefix"])
 
-    with live_server(settings) as server, server.http(key) as client:
+    with api_server(settings) as server, server.http(key) as client:
         assert client.get("/v1/files").status_code == 200
         # train,infer but not admin
         assert_error(client.put("/v1/aliases/x", json={"model": "m"}), 403, "permission_error")

@@ -1,5 +1,5 @@
-"""``/v1/files`` against a real server: size limits while streaming, hostile names, the
-round trip, and files that jobs still need."""
+"""``/v1/files`` on the app in process (``TestClient``): size limits while streaming, hostile
+names, the round trip, and files that jobs still need."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-from tests.server.live import TINY, LiveServer, chat_jsonl, live_server, server_settings
+from tests.server.api import api_server
+from tests.server.live import TINY, LiveServer, chat_jsonl, server_settings
 
 from conftest import sentiment_rows, write_csv
 from tuneforge.jobs.status import JobStatus
@@ -66,8 +67,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterat
     # inside the root where the tests can see it
     root = tmp_path_factory.mktemp("files")
     settings = server_settings(root / "srv", tiny_model, workers=0, max_upload_bytes=LIMIT)
-    with live_server(settings) as live:
-        yield live
+    with api_server(settings) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")

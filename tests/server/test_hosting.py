@@ -142,6 +142,7 @@ def test_adapters_of_one_shape_share_one_module_tree_and_run_concurrently(bundle
         assert np.allclose(probs, expected[name], atol=1e-5), name
 
 
+@pytest.mark.live
 def test_server_answers_503_when_the_queue_is_full_and_504_past_the_timeout(
     tmp_path: Path, tiny_model: Path, bundles
 ):

@@ -1,5 +1,6 @@
-"""``/v1/classify``, ``/v1/chat/completions`` and ``/v1/aliases`` against a real server with
-two small models trained once for the module."""
+"""``/v1/classify``, ``/v1/chat/completions`` and ``/v1/aliases`` on the app in process
+(``TestClient``; its lifespan runs the local workers) with two small models trained once for
+the module."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.server.live import TINY, LiveServer, live_server, server_settings
+from tests.server.api import ApiServer, api_server
+from tests.server.live import TINY, server_settings
 
 from conftest import NEGATIVE, POSITIVE, sentiment_rows, write_csv
 from tuneforge.server.schemas.inference import MAX_CHARS, MAX_INPUTS
@@ -30,7 +32,7 @@ def assert_error(response: httpx.Response, status: int, code: str, param: str | 
 
 @dataclass
 class Env:
-    server: LiveServer
+    server: ApiServer
     key: str  # train, infer, admin
     first: str  # model ids
     second: str
@@ -39,7 +41,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("inference")
-    with live_server(server_settings(tmp, tiny_model, workers=2)) as server:
+    with api_server(server_settings(tmp, tiny_model, workers=2)) as server:
         key = server.key("acme")
         data = write_csv(tmp / "train.csv", sentiment_rows(60)).read_bytes()
         train = server.upload(key, "train.csv", data)

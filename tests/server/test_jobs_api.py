@@ -1,8 +1,9 @@
-"""``/v1/fine_tuning/jobs`` against a real server: validation that fails jobs (with the
-line), request errors, the state machine, pagination, and a LoRA job end to end.
+"""``/v1/fine_tuning/jobs``: validation that fails jobs (with the line), request errors, the
+state machine, pagination, and a LoRA job end to end.
 
-Two servers per module: ``idle`` has no worker (jobs stay where the tests put them) and
-``busy`` has one, which trains the LoRA job while the other tests run.
+Two servers per module: ``idle`` is the app in process (``TestClient``) without a worker, so
+jobs stay where the tests put them; ``busy`` is a live server with a worker that trains the
+LoRA job (the ``live`` tier).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.server.api import api_server
 from tests.server.live import TINY, LiveServer, live_server, server_settings
 
 from conftest import NEGATIVE, POSITIVE, sentiment_rows, write_csv
@@ -77,11 +79,6 @@ def busy(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator
         yield env
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _train_meanwhile(busy: Env) -> None:
-    """Start the LoRA job with the module's first test, so that it trains meanwhile."""
-
-
 @pytest.fixture(scope="module")
 def lora(busy: Env) -> dict:
     """The finished LoRA job."""
@@ -90,9 +87,9 @@ def lora(busy: Env) -> dict:
 
 @pytest.fixture(scope="module")
 def idle(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[Env]:
-    """A server without workers: queued jobs stay queued."""
+    """The app in process without workers: queued jobs stay queued."""
     tmp = tmp_path_factory.mktemp("jobs-idle")
-    with live_server(server_settings(tmp, tiny_model, workers=0)) as server:
+    with api_server(server_settings(tmp, tiny_model, workers=0)) as server:
         yield _env(server, tmp)
 
 
@@ -401,6 +398,7 @@ def test_event_pagination_returns_strictly_older_events(idle: Env):
 # ------------------------------------------------------------------ a LoRA job end to end
 
 
+@pytest.mark.live
 def test_lora_method_job_trains_and_classifies(busy: Env, lora: dict):
     assert lora["status"] == "succeeded", lora
     assert lora["method"]["type"] == "lora"
@@ -426,6 +424,7 @@ def test_lora_method_job_trains_and_classifies(busy: Env, lora: dict):
         assert lora["fine_tuned_model"] in models
 
 
+@pytest.mark.live
 def test_a_finished_job_refuses_transitions_and_keeps_its_result(busy: Env, lora: dict):
     for action in ("cancel", "pause", "resume"):
         _refused(busy, lora["id"], action, "succeeded")
@@ -438,6 +437,7 @@ def test_a_finished_job_refuses_transitions_and_keeps_its_result(busy: Env, lora
         assert metrics.startswith("step,epoch,train_loss")
 
 
+@pytest.mark.live
 def test_training_events_and_checkpoints_page_newest_first(busy: Env, lora: dict):
     full = events(busy, lora["id"], limit=1000)["data"]
     assert full[0]["message"].startswith("The job has successfully completed")

@@ -11,6 +11,8 @@ from tests.server.live import TINY, LiveServer, chat_jsonl
 
 from conftest import NEGATIVE, POSITIVE
 
+pytestmark = pytest.mark.live  # real processes: a uvicorn server, workers
+
 
 def test_openai_client_fine_tunes_and_serves_a_classifier(server: LiveServer, tmp_path: Path):
     client = server.openai(server.key())

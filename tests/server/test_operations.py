@@ -1,4 +1,5 @@
-"""Operations endpoints and the per-key rate limit, against real servers."""
+"""Operations endpoints and the per-key rate limit: on the app in process (``TestClient``),
+and on a live server where local worker threads or the rate limit are under test."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
-from tests.server.live import TINY, LiveServer, live_server, server_settings
+from tests.server.api import ApiServer, api_server
+from tests.server.live import TINY, live_server, server_settings
 
 from conftest import sentiment_rows, write_csv
 
 
-def metrics(server: LiveServer) -> dict[str, list]:
+def metrics(server: ApiServer) -> dict[str, list]:
     """Scrape /metrics: {family name: samples}."""
-    response = httpx.get(f"{server.url}/metrics", timeout=30)
+    response = server.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {f.name: f.samples for f in text_string_to_metric_families(response.text)}
@@ -34,24 +36,24 @@ def sample(families: dict[str, list], name: str, **labels: str) -> float | None:
 
 
 @pytest.fixture(scope="module")
-def api_only(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[LiveServer]:
-    """A server without local workers (jobs wait for ``tuneforge worker``)."""
+def api_only(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[ApiServer]:
+    """The app without local workers (jobs wait for ``tuneforge worker``)."""
     tmp = tmp_path_factory.mktemp("ops")
-    with live_server(server_settings(tmp, tiny_model, workers=0)) as server:
+    with api_server(server_settings(tmp, tiny_model, workers=0)) as server:
         yield server
 
 
 # ------------------------------------------------------------------ health and readiness
 
 
-def test_healthz(api_only: LiveServer):
-    response = httpx.get(f"{api_only.url}/healthz")
+def test_healthz(api_only: ApiServer):
+    response = api_only.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-def test_readyz_without_configured_workers_is_ready(api_only: LiveServer):
+def test_readyz_without_configured_workers_is_ready(api_only: ApiServer):
     # workers=0 means an API-only node: readiness does not wait for external workers
-    response = httpx.get(f"{api_only.url}/readyz")
+    response = api_only.get("/readyz")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ready" and body["database"] == "ok"
@@ -59,22 +61,23 @@ def test_readyz_without_configured_workers_is_ready(api_only: LiveServer):
     # an external worker's heartbeat shows up
     api_only.state.store.heartbeat("worker-external", socket.gethostname(), 1, None)
     try:
-        assert httpx.get(f"{api_only.url}/readyz").json()["live_workers"] == 1
+        assert api_only.get("/readyz").json()["live_workers"] == 1
     finally:
         api_only.state.store.remove_worker("worker-external")
 
 
-def test_readyz_is_503_when_the_database_does_not_answer(api_only: LiveServer, monkeypatch):
+def test_readyz_is_503_when_the_database_does_not_answer(api_only: ApiServer, monkeypatch):
     broken = create_engine("sqlite:////nonexistent-dir/for/sure/tuneforge.db")
     monkeypatch.setattr(api_only.state, "engine", broken)
-    response = httpx.get(f"{api_only.url}/readyz")
+    response = api_only.get("/readyz")
     assert response.status_code == 503, response.text
     body = response.json()
     assert body["status"] == "not_ready" and body["database"] == "unreachable"
     monkeypatch.undo()
-    assert httpx.get(f"{api_only.url}/readyz").status_code == 200
+    assert api_only.get("/readyz").status_code == 200
 
 
+@pytest.mark.live
 def test_readyz_follows_the_local_workers(tmp_path: Path, tiny_model: Path):
     settings = server_settings(tmp_path, tiny_model, workers=1)
     with live_server(settings) as server:
@@ -97,27 +100,27 @@ def test_readyz_follows_the_local_workers(tmp_path: Path, tiny_model: Path):
 
 def test_readyz_ignores_workers_whose_heartbeat_is_stale(tmp_path: Path, tiny_model: Path):
     settings = server_settings(tmp_path, tiny_model, workers=0, worker_timeout_seconds=5)
-    with live_server(settings) as server:
+    with api_server(settings) as server:
         server.state.store.heartbeat("worker-old", "elsewhere", 1, None)
-        assert httpx.get(f"{server.url}/readyz").json()["live_workers"] == 1
+        assert server.get("/readyz").json()["live_workers"] == 1
         with server.state.sessions.begin() as session:
             from tuneforge.jobs.tables import Worker
 
             session.get(Worker, "worker-old").heartbeat_at = time.time() - 60
-        assert httpx.get(f"{server.url}/readyz").json()["live_workers"] == 0
+        assert server.get("/readyz").json()["live_workers"] == 0
 
 
 # ------------------------------------------------------------------ metrics
 
 
-def test_metrics_counts_requests_by_route_template_and_jobs_by_status(api_only: LiveServer):
+def test_metrics_counts_requests_by_route_template_and_jobs_by_status(api_only: ApiServer):
     key = api_only.key("metrics")
     with api_only.http(key) as c:
         before = metrics(api_only)
         assert c.get("/v1/files").status_code == 200
         assert c.get("/v1/files/file-secret123").status_code == 404
-        assert httpx.get(f"{api_only.url}/v1/files").status_code == 401
-        assert httpx.get(f"{api_only.url}/no/such/path").status_code == 404
+        assert api_only.get("/v1/files").status_code == 401
+        assert api_only.get("/no/such/path").status_code == 404
         content = write_csv(Path(api_only.settings.data_dir) / "m.csv", sentiment_rows(20))
         train = c.post(
             "/v1/files",
@@ -158,6 +161,7 @@ def test_metrics_counts_requests_by_route_template_and_jobs_by_status(api_only: 
 # ------------------------------------------------------------------ rate limit
 
 
+@pytest.mark.live
 def test_rate_limit_answers_429_with_retry_after(tmp_path: Path, tiny_model: Path):
     settings = server_settings(tmp_path, tiny_model, workers=0, rate_limit_per_minute=3)
     with live_server(settings) as server:

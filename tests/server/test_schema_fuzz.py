@@ -32,6 +32,8 @@ from tuneforge.jobs.tables import FineTunedModel
 from tuneforge.server.app import create_app
 from tuneforge.server.settings import Settings
 
+pytestmark = pytest.mark.live  # real processes: a uvicorn server, workers
+
 MAX_EXAMPLES = 20  # per operation and strategy kind
 CHECKS = [
     not_a_server_error,

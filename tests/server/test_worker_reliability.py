@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from tests.server.live import TINY, LiveServer, chat_jsonl, live_server, server_settings
 from tests.server.workers import (
@@ -37,6 +38,8 @@ from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.tables import Checkpoint, Job, JobEvent
 from tuneforge.jobs.tables import Worker as WorkerRow
 from tuneforge.server.services.jobs import change_state
+
+pytestmark = pytest.mark.live  # real processes: a uvicorn server, workers
 
 LEASE = 3.0  # seconds; workers renew every second
 # 120 steps (320 training rows, no early stop): seconds of training after the first

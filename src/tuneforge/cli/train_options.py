@@ -29,7 +29,6 @@ PANELS = {"data": "Data", "model": "Model", "method": "Method", "train": "Traini
 # Settings the command line does not offer, with the reason (shown nowhere else).
 NOT_ON_CLI = {
     "data.train": "the TRAIN argument",
-    "model.trust_remote_code": "custom model code is never run",
 }
 _P = inspect.Parameter
 

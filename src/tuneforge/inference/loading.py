@@ -12,9 +12,23 @@ from tuneforge.bundle import BundleInfo
 from tuneforge.errors import InputError
 from tuneforge.models.classifier import build_classifier
 from tuneforge.models.registry import BaseModel, resolve_base_model, weights_sha256
+from tuneforge.models.safety import check_safe_model_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+
+
+def check_safe_bundle(info: BundleInfo) -> None:
+    """Refuse a bundle whose model, adapter or tokenizer would run code or unpickle on load.
+
+    Raises:
+        InputError: Pickle-only weights, ``auto_map`` custom code or ``.py`` files.
+    """
+    check_safe_model_dir(
+        info.path / "tokenizer", f"bundle {info.path}: tokenizer", needs_weights=False
+    )
+    part = "adapter" if info.adapter else "model"
+    check_safe_model_dir(info.path / part, f"bundle {info.path}: {part}")
 
 
 def check_base_model(info: BundleInfo, actual_sha256: str | None = None) -> BaseModel:
@@ -64,8 +78,10 @@ def load_bundle_model(info: BundleInfo) -> PreTrainedModel:
     model costs.
 
     Raises:
-        InputError: An adapter whose base model is missing or differs.
+        InputError: Unsafe files (pickle weights, custom code), or an adapter whose base
+            model is missing or differs.
     """
+    check_safe_bundle(info)
     if not info.adapter:
         from transformers import AutoModelForSequenceClassification
 
@@ -73,7 +89,10 @@ def load_bundle_model(info: BundleInfo) -> PreTrainedModel:
         logging.getLogger("transformers").setLevel(logging.ERROR)
         try:
             return AutoModelForSequenceClassification.from_pretrained(
-                info.path / "model", dtype=torch.float32
+                info.path / "model",
+                dtype=torch.float32,
+                use_safetensors=True,
+                trust_remote_code=False,
             )
         finally:
             logging.getLogger("transformers").setLevel(level)

@@ -14,7 +14,7 @@ from tuneforge.bundle import BundleInfo, read_bundle
 from tuneforge.data.encode import encode_texts
 from tuneforge.errors import InputError
 from tuneforge.inference.backends import Backend
-from tuneforge.inference.loading import load_bundle_model
+from tuneforge.inference.loading import check_safe_bundle, load_bundle_model
 from tuneforge.models.forward import sigmoid, softmax
 from tuneforge.training.device import resolve_precision
 
@@ -112,11 +112,12 @@ class Predictor:
         from tuneforge.inference.export_report import choose_backend
 
         info = read_bundle(path)
+        check_safe_bundle(info)
         if backend == "auto":
             backend = choose_backend(info.path, max_accuracy_drop)
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
-        tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer", trust_remote_code=False)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         if backend == "torch":
             dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

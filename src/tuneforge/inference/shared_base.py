@@ -26,6 +26,7 @@ from tuneforge.bundle import BundleInfo
 from tuneforge.errors import InputError
 from tuneforge.inference.loading import check_base_model, unwrap_modules_to_save
 from tuneforge.models.classifier import build_classifier
+from tuneforge.models.safety import check_safe_model_dir
 
 
 def tensor_bytes(tensors) -> int:
@@ -106,6 +107,7 @@ class SharedBases:
         """(model, base key, bytes of its own) for an adapter bundle, sharing the base."""
         from peft import PeftModel
 
+        check_safe_model_dir(info.path / "adapter", f"bundle {info.path}: adapter")
         key, base_path, shared = self._base(info)
         model = self._skeleton(info, base_path, shared, self._buffers[key])
         model = PeftModel.from_pretrained(model, info.path / "adapter")
@@ -154,6 +156,7 @@ class SharedBases:
             problem_type="multi_label_classification"
             if info.multi_label
             else "single_label_classification",
+            trust_remote_code=False,
         )
         with torch.device("meta"):
             model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)

@@ -40,7 +40,6 @@ NOT_IN_HYPERPARAMETERS = {
     "data.validation_fraction": "not offered: upload a validation_file to choose the split",
     "data.test_fraction": "not offered: the server carves the default 10% test split",
     "model.name": "model",
-    "model.trust_remote_code": "never: the server does not run custom model code",
     "method.name": "method.type ('supervised' is full)",
     "train.seed": "seed",
     "output": "the server names each job's bundle",

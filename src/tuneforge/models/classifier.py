@@ -14,12 +14,14 @@ from transformers import (
 )
 
 from tuneforge.errors import InputError
+from tuneforge.models.safety import check_safe_model_dir
 
 
-def load_tokenizer(model_dir: Path, *, trust_remote_code: bool = False):
+def load_tokenizer(model_dir: Path):
     """The base model's tokenizer; a broken checkpoint is an InputError, not a crash."""
+    check_safe_model_dir(model_dir, "model", needs_weights=False)
     try:
-        return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(
             f"could not load the tokenizer of {model_dir}: {exc}; pass a checkpoint directory "
@@ -32,7 +34,6 @@ def build_classifier(
     labels: list[str],
     *,
     multi_label: bool = False,
-    trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """Load a pretrained encoder and put a freshly initialised classification head on it.
 
@@ -40,11 +41,15 @@ def build_classifier(
         model_dir: Local Hugging Face checkpoint directory.
         labels: Label names in id order.
         multi_label: Sigmoid/BCE head instead of softmax/cross-entropy.
-        trust_remote_code: Allow custom model code from the checkpoint (off by default).
 
     Returns:
         The model in training mode, float32.
+
+    Raises:
+        InputError: The checkpoint cannot be loaded, or would run code on load (weights
+            only as pickle, custom model code); nothing is read from it in that case.
     """
+    check_safe_model_dir(model_dir)
     problem = "multi_label_classification" if multi_label else "single_label_classification"
     try:
         config = AutoConfig.from_pretrained(
@@ -53,14 +58,18 @@ def build_classifier(
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
             problem_type=problem,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=False,
         )
         # The head is new by design; silence the "newly initialized weights" report.
         level = logging.getLogger("transformers").level
         logging.getLogger("transformers").setLevel(logging.ERROR)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
+                model_dir,
+                config=config,
+                dtype=torch.float32,
+                use_safetensors=True,
+                trust_remote_code=False,
             )
         finally:
             logging.getLogger("transformers").setLevel(level)

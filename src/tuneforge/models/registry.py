@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.errors import InputError
+from tuneforge.models.safety import check_safe_model_dir
 
 _NAMED: dict[str, Callable[[], Path]] = {}
 
@@ -93,8 +94,9 @@ def resolve_base_model(name: str) -> BaseModel:
         The resolved base model.
 
     Raises:
-        InputError: The path does not exist or is not a model, or a hub id is not
-            available offline.
+        InputError: The path does not exist or is not a model, a hub id is not available
+            offline, or the model would run code on load (weights only as pickle, custom
+            model code: ``auto_map`` or ``.py`` files).
     """
     if name in _NAMED:
         return BaseModel(name=name, path=_NAMED[name](), source="package")
@@ -111,9 +113,11 @@ def resolve_base_model(name: str) -> BaseModel:
                 f"{name!r} has no config.json, so it is not a Hugging Face model directory; "
                 "save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
             )
+        check_safe_model_dir(path, f"model {name!r}")
         _check_model_files(name, path)
         return BaseModel(name=name, path=path.resolve(), source="local")
     path = _download_or_cached(name)
+    check_safe_model_dir(path, f"model {name!r}")
     _check_model_files(name, path)
     return BaseModel(name=name, path=path, source="hub")
 

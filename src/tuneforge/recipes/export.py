@@ -185,7 +185,7 @@ def export_bundle(
 
     info = read_bundle(bundle)
     data = bundle_validation(info, validation_file)
-    tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer", trust_remote_code=False)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = encode_texts(tokenizer, data.texts, info.max_length)
     labels = LabelMap(tuple(info.labels))

@@ -196,7 +196,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     # 2. Model: base + head + method.
     method = get_method(config.method.name)
     base = resolve_base_model(config.model.name)
-    tokenizer = load_tokenizer(base.path, trust_remote_code=config.model.trust_remote_code)
+    tokenizer = load_tokenizer(base.path)
     limit = model_length_limit(tokenizer, base)
     encoded, max_length = encode_splits(tokenizer, splits, config.model.max_length, limit)
 
@@ -274,12 +274,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
                 **fields,
             )
         seed_everything(t.seed)
-        model: torch.nn.Module = build_classifier(
-            base.path,
-            list(labels.names),
-            multi_label=multi,
-            trust_remote_code=config.model.trust_remote_code,
-        )
+        model: torch.nn.Module = build_classifier(base.path, list(labels.names), multi_label=multi)
         model = method.prepare(model, config.method)
 
         targets = {n: targets_for(labels, getattr(splits, n), multi) for n in encoded}

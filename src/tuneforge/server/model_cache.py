@@ -133,6 +133,8 @@ class ModelCache:
 
         from transformers import AutoTokenizer
 
+        from tuneforge.models.safety import check_safe_model_dir
+
         digest = hashlib.sha256()
         for file in sorted(folder.iterdir()):
             if file.is_file():
@@ -141,7 +143,8 @@ class ModelCache:
         with self._lock:
             tokenizer = self._tokenizers.get(key)
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
+            check_safe_model_dir(folder, "tokenizer", needs_weights=False)
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
             with self._lock:
                 tokenizer = self._tokenizers.setdefault(key, tokenizer)
         return tokenizer
