@@ -140,6 +140,8 @@ class TrainConfig:
         num_threads: CPU threads for torch (None: the number of cores).
         checkpoint_every: Save a resumable checkpoint every N optimizer steps (None: at
             every evaluation).
+        keep_checkpoints: Write the last N checkpoints into the bundle as loadable
+            sub-bundles (``checkpoints/step-<N>/``); 0 keeps none.
     """
 
     epochs: int | float | Auto = "auto"
@@ -160,6 +162,7 @@ class TrainConfig:
     class_weights: bool = False
     num_threads: int | None = None
     checkpoint_every: int | None = None
+    keep_checkpoints: int = 0
 
     def __post_init__(self) -> None:
         _auto_or(self.epochs, float, "epochs")
@@ -173,6 +176,7 @@ class TrainConfig:
         _check(self.patience >= 0, "patience must be >= 0")
         _check(self.evals_per_epoch >= 1, "evals_per_epoch must be >= 1")
         _check(self.eval_every is None or self.eval_every > 0, "eval_every must be positive")
+        _check(self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0")
         _check(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",

@@ -25,6 +25,8 @@ TRAIN_OPTIONS = (
     "class_weights",
     "num_threads",
 )
+# Checkpoints a job keeps as models (``fine_tuned_model_checkpoint``), as OpenAI does.
+JOB_KEEP_CHECKPOINTS = 3
 
 
 def build_run_config(
@@ -37,13 +39,15 @@ def build_run_config(
     method_options: dict[str, Any],
     hyperparameters: dict[str, Any],
     seed: int,
+    test_file: str | None = None,
+    data_options: dict[str, Any] | None = None,
 ) -> RunConfig:
     """A run config for a job (paths as given: relative to the data directory).
 
     Raises:
         InputError: An option is out of range (the dataclasses validate).
     """
-    train: dict[str, Any] = {"seed": seed}
+    train: dict[str, Any] = {"seed": seed, "keep_checkpoints": JOB_KEEP_CHECKPOINTS}
     if "n_epochs" in hyperparameters:
         train["epochs"] = hyperparameters["n_epochs"]
     if "batch_size" in hyperparameters:
@@ -59,7 +63,12 @@ def build_run_config(
         model["max_length"] = hyperparameters["max_length"]
     method = {k: v for k, v in method_options.items() if k in METHOD_OPTIONS and v is not None}
     return RunConfig(
-        data=DataConfig(train=training_file, validation=validation_file),
+        data=DataConfig(
+            train=training_file,
+            validation=validation_file,
+            test=test_file,
+            **{k: v for k, v in (data_options or {}).items() if v is not None},
+        ),
         output=output,
         model=ModelConfig(**model),
         method=MethodConfig(name=METHOD_TYPES[method_type], **method),

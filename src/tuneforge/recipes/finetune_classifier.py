@@ -42,6 +42,7 @@ from tuneforge.methods import get_method
 from tuneforge.methods.head import head_parameter_prefixes
 from tuneforge.models.classifier import build_classifier, load_tokenizer
 from tuneforge.models.registry import BaseModel, resolve_base_model
+from tuneforge.recipes.checkpoint_bundles import CheckpointKeeper, write_checkpoint_bundles
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
 from tuneforge.training.device import pick_device, resolve_precision, set_threads
@@ -240,7 +241,8 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     if stage.exists() and not config.resume:
         shutil.rmtree(stage)
     stage.mkdir(parents=True, exist_ok=True)
-    events = EventLog(stage / "events.jsonl", listeners=list(listeners))
+    keeper = CheckpointKeeper(stage / "checkpoints", t.keep_checkpoints)
+    events = EventLog(stage / "events.jsonl", listeners=[*listeners, keeper])
     try:
         seed_everything(t.seed)
         model = build_classifier(
@@ -349,6 +351,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             "created_at": int(time.time()),
         }
         atomic_write_json(staged / MANIFEST, manifest)
+        write_checkpoint_bundles(keeper, model, staged, manifest, result.steps)
         atomic_write_json(staged / "run_config.json", resolved.to_dict())
         atomic_write_json(staged / "eval.json", metrics)
         write_eval_report(
