@@ -159,6 +159,7 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
     from tuneforge.config import RunConfig
     from tuneforge.errors import InputError
     from tuneforge.jobs.db import make_engine
+    from tuneforge.jobs.integrations import tracker_listeners
     from tuneforge.jobs.layout import DataDir
     from tuneforge.jobs.spec import resolve_paths
     from tuneforge.jobs.store import JobStore
@@ -181,14 +182,17 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
     resume = (stage / "checkpoints" / "latest.json").is_file()
     config = RunConfig.from_dict({**config.to_dict(), "resume": resume})
     forwarder = EventForwarder(store, job_id)
+    trackers = tracker_listeners(store, job_id, work, resume)
     try:
-        result = finetune_classifier(config, listeners=[forwarder])
+        result = finetune_classifier(config, listeners=[forwarder, *trackers])
     except InputError as exc:
         forwarder.flush()
         problems = [str(p) for p in exc.problems]
         _write_json(work / "error.json", {"message": str(exc), "problems": problems})
         return EXIT_BAD_INPUT
     forwarder.flush()
+    for tracker in trackers:
+        tracker.close()
     _write_json(
         work / "result.json",
         {

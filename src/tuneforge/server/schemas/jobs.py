@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Auto = Literal["auto"]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -59,18 +59,76 @@ class Method(BaseModel):
     ia3: MethodParams | None = None
 
 
+class DataOptions(BaseModel):
+    """How the job's files are read (tuneforge extension ``data``; the CLI's data options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text_column: str | None = Field(
+        None, min_length=1, max_length=255, description="Column holding the text."
+    )
+    label_column: str | None = Field(
+        None, min_length=1, max_length=255, description="Column holding the label(s)."
+    )
+    multi_label: bool = Field(False, description="Rows may carry several labels.")
+    label_separator: str = Field(
+        "|", min_length=1, max_length=8, description="Separator of labels in one CSV cell."
+    )
+
+
+class WandbOptions(BaseModel):
+    """OpenAI's ``wandb`` integration settings (accepted; recorded, not contacted)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    project: str = Field(..., min_length=1, max_length=255)
+    name: str | None = Field(None, max_length=255)
+    entity: str | None = Field(None, max_length=255)
+    tags: list[str] | None = Field(None, max_length=50)
+
+
+class TensorBoardOptions(BaseModel):
+    """``tensorboard`` integration settings (none yet)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Integration(BaseModel):
+    """A metrics tracker: ``tensorboard`` (event files, offline) or OpenAI's ``wandb``
+    (the server is offline: recorded with a warning, TensorBoard event files instead)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["tensorboard", "wandb"]
+    tensorboard: TensorBoardOptions | None = None
+    wandb: WandbOptions | None = None
+
+    @model_validator(mode="after")
+    def _settings_match_type(self) -> Integration:
+        if self.type == "wandb" and self.wandb is None:
+            raise ValueError("a wandb integration needs its settings: 'wandb': {'project': ...}")
+        other = "tensorboard" if self.type == "wandb" else "wandb"
+        if getattr(self, other) is not None:
+            raise ValueError(f"'{other}' settings given for an integration of type {self.type!r}")
+        return self
+
+
 class JobCreate(BaseModel):
     """``POST /v1/fine_tuning/jobs``."""
 
     model: str = Field(..., min_length=1, max_length=255, description="A base model id.")
     training_file: str = Field(..., min_length=1, max_length=64)
     validation_file: str | None = Field(None, max_length=64)
+    test_file: str | None = Field(
+        None, max_length=64, description="Held-out test file (tuneforge extension)."
+    )
+    data: DataOptions | None = None
     hyperparameters: Hyperparameters | None = None
     suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]*$")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict[str, str] | None = Field(None, max_length=16)
     method: Method | None = None
-    integrations: list[dict[str, Any]] | None = None
+    integrations: list[Integration] | None = Field(None, max_length=5)
 
 
 class JobError(BaseModel):
@@ -101,6 +159,8 @@ class JobObject(BaseModel):
     trained_tokens: int | None = None
     training_file: str
     validation_file: str | None = None
+    test_file: str | None = None
+    data: dict[str, Any] | None = None
     estimated_finish: int | None = None
     integrations: list[dict[str, Any]] = []
     metadata: dict[str, str] | None = None
