@@ -158,7 +158,9 @@ def test_columns_the_reader_cannot_guess_must_be_named(idle: Env):
     wrong = _created(idle.create(training_file=file_id, data={"text_column": "review"}))
     assert wrong["status"] == "failed"
     assert wrong["error"]["code"] == "invalid_training_file"
-    assert "review" in wrong["error"]["message"], wrong["error"]
+    message = wrong["error"]["message"]
+    assert "'review'" in message and "'body', 'verdict'" in message, message
+    assert "data.text_column" in message and "--text-column" not in message  # API words
 
 
 def test_data_options_are_validated(idle: Env):

@@ -190,6 +190,13 @@ def integration_notes(integrations: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+# the CLI flags a data problem's fix names -> the job body's fields
+CLI_DATA_FLAGS = {
+    "--text-column": "data.text_column",
+    "--label-column": "data.label_column",
+    "--multi-label": "data.multi_label",
+    "--label-separator": "data.label_separator",
+}
 # request param -> (run config data key, error code)
 FILE_PARAMS = {
     "training_file": ("train", "invalid_training_file"),
@@ -230,6 +237,8 @@ def _validate_files(config: RunConfig, state: AppState, files: dict[str, Any]) -
             name = names.get(Path(path).name, "")
             shown_id = files[other].id
             shown = shown.replace(str(path), f"{shown_id} ({name})" if name else shown_id)
+        for flag, field in CLI_DATA_FLAGS.items():  # the fix hints name CLI flags
+            shown = shown.replace(flag, field)
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         return {"code": FILE_PARAMS[param][1], "message": f"{shown}{more}", "param": param}
     return None
