@@ -23,8 +23,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from tuneforge.bundle import MANIFEST, atomic_write_json
 
 CHECKPOINTS = "checkpoints"
@@ -62,6 +60,18 @@ class CheckpointKeeper:
             self._eval = (int(event["step"]), headline)
         elif event["type"] == "checkpoint":
             self._keep(int(event["step"]), self.checkpoint_dir / event["path"])
+        elif event["type"] == "resume":
+            self._resumed(int(event["step"]), self.checkpoint_dir / event["checkpoint"])
+
+    def _resumed(self, step: int, source: Path) -> None:
+        """A resumed run starts from ``source``: keep it if the dead attempt died before
+        keeping it, and forget anything kept past it."""
+        for path in self.kept_dir.glob("step-*"):
+            if int(path.name.split("-")[1]) > step:
+                shutil.rmtree(path, ignore_errors=True)
+        if not (self.kept_dir / f"step-{step:09d}" / CHECKPOINT_INFO).is_file():
+            self._eval = None  # its validation metrics are not known here
+            self._keep(step, source)
 
     def _keep(self, step: int, source: Path) -> None:
         target = self.kept_dir / f"step-{step:09d}"
@@ -92,7 +102,7 @@ class CheckpointKeeper:
 
 
 def write_checkpoint_bundles(
-    keeper: CheckpointKeeper, model: nn.Module, staged: Path, manifest: dict[str, Any], steps: int
+    keeper: CheckpointKeeper, model: Any, staged: Path, manifest: dict[str, Any], steps: int
 ) -> list[Path]:
     """Write the kept checkpoints into ``staged/checkpoints/step-<N>/`` as bundles.
 
@@ -101,7 +111,7 @@ def write_checkpoint_bundles(
 
     Args:
         keeper: The run's keeper.
-        model: The trained model (same structure as at training time).
+        model: The trained model (a transformers or peft model, as at training time).
         staged: The staged bundle (its ``tokenizer/`` is already written).
         manifest: The staged bundle's manifest.
         steps: The run's last optimizer step.
