@@ -393,3 +393,17 @@ def test_the_metadata_filter_with_the_openai_client(idle: Env):
             response = c.get("/v1/fine_tuning/jobs", params=bad)
             assert response.status_code == 400, response.text
             assert response.json()["error"]["param"] == "metadata"
+
+
+def test_deleting_the_model_deletes_its_checkpoints(busy: Env, columns_job: dict):
+    client = busy.server.openai(busy.key)
+    ckpt = client.fine_tuning.jobs.checkpoints.list(columns_job["id"]).data[0]
+    model = ckpt.fine_tuned_model_checkpoint
+    client.chat.completions.create(model=model, messages=[{"role": "user", "content": "good"}])
+    assert model in busy.server.state.models.loaded()
+    assert client.models.delete(columns_job["fine_tuned_model"]).deleted
+    assert model not in busy.server.state.models.loaded()
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve(model)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "good"}])
