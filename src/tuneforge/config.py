@@ -381,6 +381,8 @@ class TrainConfig:
         num_threads: CPU threads for torch (None: the number of cores).
         checkpoint_every: Save a resumable checkpoint every N optimizer steps (None: at
             every evaluation).
+        keep_checkpoints: Write the last N checkpoints into the bundle as loadable
+            sub-bundles (``checkpoints/step-<N>/``); 0 keeps none.
     """
 
     epochs: int | float | Auto = setting("auto", gt=0)
@@ -402,6 +404,7 @@ class TrainConfig:
     class_weights: bool = False
     num_threads: int | None = setting(None, ge=1, le=256, cli="--threads")
     checkpoint_every: int | None = setting(None, ge=1)
+    keep_checkpoints: int = setting(0, ge=0, le=100)
 
     def __post_init__(self) -> None:
         _validate(self, "train")

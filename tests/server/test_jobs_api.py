@@ -184,9 +184,11 @@ def test_request_errors_create_no_job(idle: Env):
     )
     assert error["param"] == "validation_file"
     error = assert_error(
-        idle.create(training_file=idle.train, integrations=[{"type": "wandb"}]), 400
+        idle.create(training_file=idle.train, integrations=[{"type": "comet"}]), 422
     )
-    assert error["param"] == "integrations"
+    assert error["param"].startswith("integrations")
+    error = assert_error(idle.create(training_file=idle.train, test_file="file-nope"), 404)
+    assert error["param"] == "test_file"
     assert idle.job_count() == before
 
 

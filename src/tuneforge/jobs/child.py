@@ -180,6 +180,7 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
     from tuneforge.config import RunConfig
     from tuneforge.errors import InputError
     from tuneforge.jobs.db import make_engine
+    from tuneforge.jobs.integrations import tracker_listeners
     from tuneforge.jobs.layout import DataDir
     from tuneforge.jobs.spec import resolve_paths
     from tuneforge.jobs.store import JobStore
@@ -202,8 +203,9 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
     resume = (stage / "checkpoints" / "latest.json").is_file()
     config = RunConfig.from_dict({**config.to_dict(), "resume": resume})
     forwarder = EventForwarder(store, job_id)
+    trackers = tracker_listeners(store, job_id, work, resume)
     try:
-        result = finetune_classifier(config, listeners=[forwarder])
+        result = finetune_classifier(config, listeners=[forwarder, *trackers])
     except InputError as exc:
         forwarder.flush()
         problems = [str(p) for p in exc.problems]
@@ -214,6 +216,8 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
         _write_json(work / "error.json", error)
         return EXIT_BAD_INPUT
     forwarder.flush()
+    for tracker in trackers:
+        tracker.close()
     _write_json(
         work / "result.json",
         {

@@ -1,4 +1,5 @@
-"""What a successful job leaves behind: the model row and the metrics CSV result file."""
+"""What a successful job leaves behind: the model row, the metrics CSV result file and
+(with a tracker integration) the TensorBoard event files."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tuneforge.jobs.ids import new_id
+from tuneforge.jobs.integrations import tensorboard_archive
 from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.tables import File, FineTunedModel, Job
 from tuneforge.training.events import read_events
@@ -74,9 +76,24 @@ def record_success(session: Session, job: Job, layout: DataDir, trained_tokens: 
                 created_at=int(time.time()),
             )
         )
-    content = metrics_csv(bundle / "events.jsonl").encode("utf-8")
+    results = [
+        _result_file(
+            session, job, layout, "step_metrics.csv", metrics_csv(bundle / "events.jsonl").encode()
+        )
+    ]
+    archive = tensorboard_archive(layout.job_dir(job.id))
+    if archive is not None:
+        results.append(_result_file(session, job, layout, "tensorboard.tar.gz", archive))
+    job.fine_tuned_model = model_id
+    job.result_files = results
+    job.trained_tokens = trained_tokens
+    job.hyperparameters = resolved_hyperparameters(job.hyperparameters, bundle)
+
+
+def _result_file(session: Session, job: Job, layout: DataDir, name: str, content: bytes) -> str:
+    """Store ``content`` as a ``fine-tune-results`` file of the job's project; its id."""
     file_id = new_id("file-")
-    storage = f"{file_id}.csv"
+    storage = file_id + "".join(Path(name).suffixes)
     layout.files.mkdir(parents=True, exist_ok=True)
     tmp = layout.files / f".{storage}.tmp"
     tmp.write_bytes(content)
@@ -85,7 +102,7 @@ def record_success(session: Session, job: Job, layout: DataDir, trained_tokens: 
         File(
             id=file_id,
             project=job.project,
-            filename="step_metrics.csv",
+            filename=name,
             purpose="fine-tune-results",
             bytes=len(content),
             created_at=int(time.time()),
@@ -93,10 +110,7 @@ def record_success(session: Session, job: Job, layout: DataDir, trained_tokens: 
             storage_name=storage,
         )
     )
-    job.fine_tuned_model = model_id
-    job.result_files = [file_id]
-    job.trained_tokens = trained_tokens
-    job.hyperparameters = resolved_hyperparameters(job.hyperparameters, bundle)
+    return file_id
 
 
 def resolved_hyperparameters(requested: dict[str, Any], bundle: Path) -> dict[str, Any]:

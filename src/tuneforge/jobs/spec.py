@@ -26,17 +26,19 @@ OPENAI_HYPERPARAMETERS = {
     "batch_size": "train.batch_size",
     "learning_rate_multiplier": "train.learning_rate_multiplier",
 }
+# The job body's ``data`` object (``DataOptions``) holds these data settings.
+DATA_OPTIONS = "the job body's data object"
 # Settings that are not in ``hyperparameters`` / ``method.<type>``: where the job body
 # has them, or why the API does not offer them.
 NOT_IN_HYPERPARAMETERS = {
     "data.train": "training_file",
     "data.validation": "validation_file",
-    "data.test": "HTTP: job body data options",
-    "data.text_column": "HTTP: job body data options",
-    "data.label_column": "HTTP: job body data options",
-    "data.multi_label": "HTTP: job body data options",
-    "data.label_separator": "HTTP: job body data options",
-    "data.quality_checks": "HTTP: job body data options",
+    "data.test": "test_file",
+    "data.text_column": DATA_OPTIONS,
+    "data.label_column": DATA_OPTIONS,
+    "data.multi_label": DATA_OPTIONS,
+    "data.label_separator": DATA_OPTIONS,
+    "data.quality_checks": DATA_OPTIONS,
     "data.validation_fraction": "not offered: upload a validation_file to choose the split",
     "data.test_fraction": "not offered: the server carves the default 10% test split",
     "model.name": "model",
@@ -69,6 +71,10 @@ def method_option_settings() -> dict[str, Setting]:
     return {s.name: s for s in section_settings("method") if s.key not in NOT_IN_HYPERPARAMETERS}
 
 
+# Checkpoints a job keeps as models (``fine_tuned_model_checkpoint``), as OpenAI does.
+JOB_KEEP_CHECKPOINTS = 3
+
+
 def build_run_config(
     *,
     training_file: str,
@@ -79,6 +85,8 @@ def build_run_config(
     method_options: dict[str, Any],
     hyperparameters: dict[str, Any],
     seed: int,
+    test_file: str | None = None,
+    data_options: dict[str, Any] | None = None,
 ) -> RunConfig:
     """A run config for a job (paths as given: relative to the data directory).
 
@@ -90,11 +98,16 @@ def build_run_config(
     if method_type not in types:
         raise InputError(f"unknown method type {method_type!r}; choose one of: {', '.join(types)}")
     raw: dict[str, Any] = {
-        "data": {"train": training_file, "validation": validation_file},
+        "data": {
+            "train": training_file,
+            "validation": validation_file,
+            "test": test_file,
+            **{k: v for k, v in (data_options or {}).items() if v is not None},
+        },
         "output": output,
         "model": {"name": base_model},
         "method": {"name": types[method_type]},
-        "train": {"seed": seed},
+        "train": {"seed": seed, "keep_checkpoints": JOB_KEEP_CHECKPOINTS},
     }
     for given, table in (
         (hyperparameters, hyperparameter_settings()),

@@ -44,6 +44,7 @@ from tuneforge.methods.head import head_parameter_prefixes
 from tuneforge.models.classifier import build_classifier, load_tokenizer
 from tuneforge.models.forward import sigmoid
 from tuneforge.models.registry import BaseModel, resolve_base_model
+from tuneforge.recipes.checkpoint_bundles import CheckpointKeeper, write_checkpoint_bundles
 from tuneforge.recipes.run_checks import check_run_config
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
@@ -259,7 +260,8 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     if stage.exists() and not config.resume:
         shutil.rmtree(stage)
     stage.mkdir(parents=True, exist_ok=True)
-    events = EventLog(stage / "events.jsonl", listeners=list(listeners))
+    keeper = CheckpointKeeper(stage / "checkpoints", t.keep_checkpoints)
+    events = EventLog(stage / "events.jsonl", listeners=[*listeners, keeper])
 
     def warn(code: str, message: str, **fields: Any) -> None:
         events.emit("warning", code=code, message=message, **fields)
@@ -433,6 +435,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             created_at=int(time.time()),
         )
         write_manifest(staged, manifest)
+        write_checkpoint_bundles(keeper, model, staged, manifest, result.steps)
         atomic_write_json(staged / "run_config.json", resolved.to_dict())
         atomic_write_json(staged / "eval.json", metrics)
         write_eval_report(

@@ -3,6 +3,7 @@ same names, defaults and ranges: the HTTP schema is built from the config datacl
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pydantic
@@ -105,6 +106,7 @@ VALUES = {
     "train.class_weights": True,
     "train.num_threads": 1,
     "train.checkpoint_every": 9,
+    "train.keep_checkpoints": 2,
     "model.max_length": 64,
     "method.lora_r": 4,
     "method.lora_alpha": 8,
@@ -154,3 +156,24 @@ def test_unknown_selection_metric_is_refused_at_job_creation() -> None:
             hyperparameters={"selection_metric": "f1"},
             seed=0,
         )
+
+
+def test_the_data_object_matches_the_data_settings() -> None:
+    """The job body's ``data`` object offers exactly the data settings the table sends
+    there, with the run config's defaults and choices."""
+    from tuneforge.config import section_settings
+    from tuneforge.jobs.spec import DATA_OPTIONS
+    from tuneforge.server.schemas.jobs import DataOptions
+
+    data = {s.name: s for s in section_settings("data")}
+    sent = {
+        key.removeprefix("data.")
+        for key, where in NOT_IN_HYPERPARAMETERS.items()
+        if key.startswith("data.") and where == DATA_OPTIONS
+    }
+    assert set(DataOptions.model_fields) == sent
+    for name in sent:
+        field = DataOptions.model_fields[name]
+        assert field.default == data[name].default, name
+        if "choices" in data[name].meta:
+            assert set(typing.get_args(field.annotation)) == set(data[name].meta["choices"])

@@ -3,11 +3,13 @@ checkpoints (OpenAI-compatible)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from tuneforge.server.deps import State, Trainer
+from tuneforge.server.errors import APIError
 from tuneforge.server.schemas.jobs import (
     CheckpointList,
     JobCreate,
@@ -16,6 +18,31 @@ from tuneforge.server.schemas.jobs import (
     JobObject,
 )
 from tuneforge.server.services import jobs as service
+
+METADATA_KEY = re.compile(r"^metadata\[(?P<key>[^\[\]]{1,64})\]$")
+
+
+def metadata_filter(items: list[tuple[str, str]]) -> dict[str, str]:
+    """``metadata[key]=value`` query parameters (the OpenAI form) as a dict.
+
+    Raises:
+        APIError: A ``metadata`` parameter of another form, or a key given twice.
+    """
+    out: dict[str, str] = {}
+    for name, value in items:
+        if not name.startswith("metadata"):
+            continue
+        match = METADATA_KEY.match(name)
+        if match is None or match["key"] in out:
+            raise APIError(
+                400,
+                f"Invalid metadata filter {name!r}: use metadata[KEY]=VALUE, each key once.",
+                code="invalid_request",
+                param="metadata",
+            )
+        out[match["key"]] = value
+    return out
+
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -30,14 +57,17 @@ def create_job(state: State, principal: Trainer, body: JobCreate) -> dict:
 
 @router.get("", response_model=JobList)
 def list_jobs(
+    request: Request,
     state: State,
     principal: Trainer,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict:
-    """List the project's jobs, newest first."""
+    """List the project's jobs, newest first; ``metadata[key]=value`` (repeatable) keeps
+    the jobs whose metadata has that value."""
+    metadata = metadata_filter(request.query_params.multi_items())
     with state.sessions() as session:
-        rows, more = service.list_jobs(session, principal.project, after, limit)
+        rows, more = service.list_jobs(session, principal.project, after, limit, metadata)
         return {"object": "list", "data": [service.job_object(j) for j in rows], "has_more": more}
 
 
@@ -98,7 +128,8 @@ def list_checkpoints(
     """A job's checkpoints, newest first."""
     with state.sessions() as session:
         job = service.get_job(session, principal.project, fine_tuning_job_id)
-        rows, more = service.list_checkpoints(session, fine_tuning_job_id, after, limit)
+        steps = service.kept_checkpoint_steps(state, job)
+        rows, more = service.list_checkpoints(session, fine_tuning_job_id, after, limit, steps)
         data = [service.checkpoint_object(c, job) for c in rows]
     return {
         "object": "list",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from tuneforge.config import RANGE_KEYS, Setting
+from tuneforge.config import QUALITY_CHECKS, RANGE_KEYS, Setting
 from tuneforge.jobs.spec import (
     OPENAI_HYPERPARAMETERS,
     hyperparameter_settings,
@@ -85,18 +85,81 @@ else:
     )
 
 
+class DataOptions(BaseModel):
+    """How the job's files are read (tuneforge extension ``data``; the CLI's data options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text_column: str | None = Field(
+        None, min_length=1, max_length=255, description="Column holding the text."
+    )
+    label_column: str | None = Field(
+        None, min_length=1, max_length=255, description="Column holding the label(s)."
+    )
+    multi_label: bool = Field(False, description="Rows may carry several labels.")
+    label_separator: str = Field(
+        "|", min_length=1, max_length=8, description="Separator of labels in one CSV cell."
+    )
+    quality_checks: Literal[QUALITY_CHECKS] = Field(  # type: ignore[valid-type]
+        "warn",
+        description="Duplicates, leakage between splits and conflicting labels: 'warn' (job "
+        "events), 'error' (the job fails before training) or 'off'.",
+    )
+
+
+class WandbOptions(BaseModel):
+    """OpenAI's ``wandb`` integration settings (accepted; recorded, not contacted)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    project: str = Field(..., min_length=1, max_length=255)
+    name: str | None = Field(None, max_length=255)
+    entity: str | None = Field(None, max_length=255)
+    tags: list[str] | None = Field(None, max_length=50)
+
+
+class TensorBoardOptions(BaseModel):
+    """``tensorboard`` integration settings (none yet)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Integration(BaseModel):
+    """A metrics tracker: ``tensorboard`` (event files, offline) or OpenAI's ``wandb``
+    (the server is offline: recorded with a warning, TensorBoard event files instead)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["tensorboard", "wandb"]
+    tensorboard: TensorBoardOptions | None = None
+    wandb: WandbOptions | None = None
+
+    @model_validator(mode="after")
+    def _settings_match_type(self) -> Integration:
+        if self.type == "wandb" and self.wandb is None:
+            raise ValueError("a wandb integration needs its settings: 'wandb': {'project': ...}")
+        other = "tensorboard" if self.type == "wandb" else "wandb"
+        if getattr(self, other) is not None:
+            raise ValueError(f"'{other}' settings given for an integration of type {self.type!r}")
+        return self
+
+
 class JobCreate(BaseModel):
     """``POST /v1/fine_tuning/jobs``."""
 
     model: str = Field(..., min_length=1, max_length=255, description="A base model id.")
     training_file: str = Field(..., min_length=1, max_length=64)
     validation_file: str | None = Field(None, max_length=64)
+    test_file: str | None = Field(
+        None, max_length=64, description="Held-out test file (tuneforge extension)."
+    )
+    data: DataOptions | None = None
     hyperparameters: Hyperparameters | None = None
     suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]*$")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict[str, str] | None = Field(None, max_length=16)
     method: Method | None = None
-    integrations: list[dict[str, Any]] | None = None
+    integrations: list[Integration] | None = Field(None, max_length=5)
 
 
 class JobError(BaseModel):
@@ -125,6 +188,8 @@ class JobObject(BaseModel):
     trained_tokens: int | None = None
     training_file: str
     validation_file: str | None = None
+    test_file: str | None = None
+    data: dict[str, Any] | None = None
     estimated_finish: int | None = None
     integrations: list[dict[str, Any]] = []
     metadata: dict[str, str] | None = None

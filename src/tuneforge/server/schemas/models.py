@@ -17,6 +17,8 @@ class ModelObject(BaseModel):
     base_model: str | None = None
     job_id: str | None = None
     labels: list[str] | None = None
+    parent: str | None = None  # a kept checkpoint's fine-tuned model
+    step_number: int | None = None  # a kept checkpoint's step
 
 
 class ModelList(BaseModel):

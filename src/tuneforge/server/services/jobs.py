@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tuneforge.config import RunConfig
@@ -18,6 +18,7 @@ from tuneforge.jobs.spec import build_run_config, resolve_paths
 from tuneforge.jobs.status import JobStatus, sources_of
 from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.tables import Checkpoint, Job, JobEvent
+from tuneforge.recipes.checkpoint_bundles import checkpoint_steps
 from tuneforge.server.errors import APIError, not_found
 from tuneforge.server.schemas.jobs import Hyperparameters, JobCreate
 from tuneforge.server.services.files import get_file
@@ -55,8 +56,10 @@ def job_object(job: Job) -> dict[str, Any]:
         "trained_tokens": job.trained_tokens,
         "training_file": job.training_file,
         "validation_file": job.validation_file,
+        "test_file": job.test_file,
+        "data": job.data_options,
         "estimated_finish": job.estimated_finish,
-        "integrations": [],
+        "integrations": list(job.integrations or []),
         "metadata": job.metadata_,
         "method": {"type": method_type, method_type: params},
         "attempts": job.attempts,
@@ -91,27 +94,23 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
             code="model_not_available",
             param="model",
         )
-    if body.integrations:
-        raise APIError(
-            400,
-            "Integrations (wandb) are not supported by tuneforge; omit 'integrations'.",
-            code="unsupported",
-            param="integrations",
-        )
     train_file = get_file(session, project, body.training_file, "training_file")
-    valid_file = (
-        get_file(session, project, body.validation_file, "validation_file")
-        if body.validation_file
-        else None
-    )
-    for row, param in ((train_file, "training_file"), (valid_file, "validation_file")):
-        if row is not None and row.purpose != "fine-tune":
+    optional = {"validation_file": body.validation_file, "test_file": body.test_file}
+    files = {"training_file": train_file}
+    for param, file_id in optional.items():
+        if file_id:
+            files[param] = get_file(session, project, file_id, param)
+    for param, row in files.items():
+        if row.purpose != "fine-tune":
             raise APIError(
                 400,
                 f"File {row.id} has purpose {row.purpose!r}, not 'fine-tune'.",
                 code="invalid_file_purpose",
                 param=param,
             )
+    valid_file, test_file = files.get("validation_file"), files.get("test_file")
+    data_options = body.data.model_dump(exclude_unset=True) if body.data else {}
+    integrations = [i.model_dump(exclude_none=True) for i in body.integrations or []]
     method_type, hp, options = _merged_hyperparameters(body)
     base_id, base_spec = base
     job_id = new_id("ftjob-")
@@ -121,6 +120,8 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
         config = build_run_config(
             training_file=str(Path("files") / train_file.storage_name),
             validation_file=str(Path("files") / valid_file.storage_name) if valid_file else None,
+            test_file=str(Path("files") / test_file.storage_name) if test_file else None,
+            data_options=data_options,
             base_model=base_spec,
             output=str(layout.bundle(job_id).relative_to(layout.root)),
             method_type=method_type,
@@ -142,6 +143,9 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
         model=base_id,
         training_file=train_file.id,
         validation_file=valid_file.id if valid_file else None,
+        test_file=test_file.id if test_file else None,
+        data_options=data_options or None,
+        integrations=integrations or None,
         hyperparameters=hp,
         method={"type": method_type, "options": options},
         suffix=body.suffix or None,
@@ -159,18 +163,11 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
     store = state.store
     store.add_event(job.id, f"Created fine-tuning job: {job.id}", session=session)
     store.add_event(job.id, f"Validating training file: {train_file.id}", session=session)
+    for message in integration_notes(integrations):
+        store.add_event(job.id, message, level="warn", session=session)
     session.commit()
 
-    error = _validate_files(
-        config,
-        state,
-        train_file.id,
-        valid_file.id if valid_file else None,
-        {
-            train_file.storage_name: train_file.filename,
-            **({valid_file.storage_name: valid_file.filename} if valid_file else {}),
-        },
-    )
+    error = _validate_files(config, state, files)
     if error is not None:
         store.transition(job, JobStatus.FAILED, error=error)
         store.add_event(
@@ -183,39 +180,68 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
     return job
 
 
-def _validate_files(
-    config: RunConfig,
-    state: AppState,
-    train_id: str,
-    valid_id: str | None,
-    names: dict[str, str],
-) -> dict[str, Any] | None:
-    """None, or the OpenAI error of the first problem (naming the file, line and param)."""
+def integration_notes(integrations: list[dict[str, Any]]) -> list[str]:
+    """Warnings for integrations this offline server stands in for."""
+    return [
+        f"Integration wandb (project {i.get('wandb', {}).get('project', '?')!r}) is not "
+        "available offline; metrics are written as TensorBoard event files instead "
+        "(result file tensorboard.tar.gz)"
+        for i in integrations
+        if i["type"] == "wandb"
+    ]
+
+
+# the CLI flags a data problem's fix names -> the job body's fields
+CLI_DATA_FLAGS = {
+    "--text-column": "data.text_column",
+    "--label-column": "data.label_column",
+    "--multi-label": "data.multi_label",
+    "--label-separator": "data.label_separator",
+}
+# request param -> (run config data key, error code)
+FILE_PARAMS = {
+    "training_file": ("train", "invalid_training_file"),
+    "validation_file": ("validation", "invalid_validation_file"),
+    "test_file": ("test", "invalid_test_file"),
+}
+
+
+def _validate_files(config: RunConfig, state: AppState, files: dict[str, Any]) -> dict | None:
+    """None, or the OpenAI error of the first problem (naming the file, line and param).
+
+    Args:
+        config: The job's run config (paths relative to the data directory).
+        state: The app state.
+        files: Request param (``training_file`` ...) -> the ``File`` row.
+    """
     from tuneforge.recipes.finetune_classifier import load_splits
 
     resolved = RunConfig.from_dict(resolve_paths(config.to_dict(), str(state.layout.root)))
+    names = {row.storage_name: row.filename for row in files.values()}
+    paths = {
+        param: getattr(resolved.data, key)
+        for param, (key, _code) in FILE_PARAMS.items()
+        if param in files
+    }
     try:
         load_splits(resolved)
     except InputError as exc:
         problems = exc.problems or [Problem(file=resolved.data.train, message=str(exc))]
         first = problems[0]
-        is_valid = resolved.data.validation and Path(first.file) == Path(resolved.data.validation)
-        file_id = valid_id if is_valid and valid_id else train_id
-        shown = _readable(first, file_id, names)
-        # a message may name the other file by its stored path: never show server paths
-        for path, shown_id in (
-            (resolved.data.train, train_id),
-            (resolved.data.validation, valid_id),
-        ):
-            if path and shown_id:
-                name = names.get(Path(path).name, "")
-                shown = shown.replace(str(path), f"{shown_id} ({name})" if name else shown_id)
+        param = next(
+            (p for p, path in paths.items() if first.file and Path(first.file) == Path(path)),
+            "training_file",
+        )
+        shown = _readable(first, files[param].id, names)
+        # a message may name another file by its stored path: never show server paths
+        for other, path in paths.items():
+            name = names.get(Path(path).name, "")
+            shown_id = files[other].id
+            shown = shown.replace(str(path), f"{shown_id} ({name})" if name else shown_id)
+        for flag, field in CLI_DATA_FLAGS.items():  # the fix hints name CLI flags
+            shown = shown.replace(flag, field)
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        return {
-            "code": "invalid_validation_file" if is_valid else "invalid_training_file",
-            "message": f"{shown}{more}",
-            "param": "validation_file" if is_valid else "training_file",
-        }
+        return {"code": FILE_PARAMS[param][1], "message": f"{shown}{more}", "param": param}
     return None
 
 
@@ -236,10 +262,19 @@ def get_job(session: Session, project: str, job_id: str) -> Job:
 
 
 def list_jobs(
-    session: Session, project: str, after: str | None, limit: int
+    session: Session,
+    project: str,
+    after: str | None,
+    limit: int,
+    metadata: dict[str, str] | None = None,
 ) -> tuple[list[Job], bool]:
-    """A page of jobs, newest first; ``after`` is the last id of the previous page."""
+    """A page of jobs, newest first; ``after`` is the last id of the previous page.
+
+    ``metadata`` keeps only the jobs whose metadata has every given key with that value.
+    """
     q = select(Job).where(Job.project == project).order_by(Job.created_at.desc(), Job.id.desc())
+    for key, value in (metadata or {}).items():
+        q = q.where(Job.metadata_[key].as_string() == value)
     if after:
         anchor = session.get(Job, after)
         if anchor is None or anchor.project != project:
@@ -327,11 +362,25 @@ def checkpoint_object(row: Checkpoint, job: Job) -> dict[str, Any]:
     }
 
 
+def kept_checkpoint_steps(state: AppState, job: Job) -> list[int] | None:
+    """Steps of the checkpoints a finished job kept as models (newest first), or None
+    while it has no bundle (every checkpoint recorded so far is listed then)."""
+    bundle = state.layout.bundle(job.id)
+    if job.fine_tuned_model is None or not bundle.is_dir():
+        return None
+    return checkpoint_steps(bundle)
+
+
 def list_checkpoints(
-    session: Session, job_id: str, after: str | None, limit: int
+    session: Session, job_id: str, after: str | None, limit: int, steps: list[int] | None = None
 ) -> tuple[list[Checkpoint], bool]:
-    """A page of checkpoints, newest first."""
-    q = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.seq.desc())
+    """A page of checkpoints, newest first; one per step (the latest record of a step a
+    resumed attempt saved again), only ``steps`` when given."""
+    latest = select(func.max(Checkpoint.seq)).where(Checkpoint.job_id == job_id)
+    q = select(Checkpoint).where(Checkpoint.seq.in_(latest.group_by(Checkpoint.step_number)))
+    if steps is not None:
+        q = q.where(Checkpoint.step_number.in_(steps))
+    q = q.order_by(Checkpoint.seq.desc())
     if after:
         anchor = session.scalar(select(Checkpoint.seq).where(Checkpoint.id == after))
         if anchor is None:

@@ -3,6 +3,7 @@ for inference."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -12,10 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tuneforge.jobs.tables import Alias, FineTunedModel
+from tuneforge.recipes.checkpoint_bundles import checkpoint_bundle
 from tuneforge.server.errors import APIError
 from tuneforge.server.state import AppState
 
 _STARTED = int(time.time())
+# ``<fine-tuned model id>:ckpt-step-<N>`` (OpenAI's ``fine_tuned_model_checkpoint``)
+CHECKPOINT_ID = re.compile(r"^(?P<model>.+):ckpt-step-(?P<step>[0-9]{1,9})$")
 
 
 def base_model_objects(state: AppState) -> list[dict[str, Any]]:
@@ -59,6 +63,25 @@ def get_fine_tuned(session: Session, project: str, model_id: str) -> FineTunedMo
     return row
 
 
+def get_checkpoint(
+    state: AppState, session: Session, project: str, model_id: str
+) -> tuple[FineTunedModel, int, Path] | None:
+    """(fine-tuned model row, step, sub-bundle) of a kept checkpoint id, or None."""
+    match = CHECKPOINT_ID.match(model_id)
+    if match is None:
+        return None
+    row = session.get(FineTunedModel, match["model"])
+    if row is None or row.project != project or row.deleted:
+        return None
+    path = checkpoint_bundle(state.layout.root / row.bundle, int(match["step"]))
+    return (row, int(match["step"]), path) if path is not None else None
+
+
+def checkpoint_model_object(model_id: str, row: FineTunedModel, step: int) -> dict[str, Any]:
+    """A kept checkpoint's public shape (a model of its own)."""
+    return {**model_object(row), "id": model_id, "parent": row.id, "step_number": step}
+
+
 def model_not_found(model_id: str) -> APIError:
     """404 for a model the project cannot see."""
     return APIError(
@@ -78,7 +101,10 @@ def retrieve_model(
         return {"id": base[0], "object": "model", "created": _STARTED, "owned_by": "tuneforge"}
     row = get_fine_tuned(session, project, model_id)
     if row is None:
-        raise model_not_found(model_id)
+        checkpoint = get_checkpoint(state, session, project, model_id)
+        if checkpoint is None:
+            raise model_not_found(model_id)
+        return checkpoint_model_object(model_id, checkpoint[0], checkpoint[1])
     return model_object(row)
 
 
@@ -110,14 +136,21 @@ def delete_model(state: AppState, session: Session, project: str, model_id: str)
     row.deleted = True
     session.commit()
     state.models.evict(model_id)
+    for loaded in state.models.loaded():  # its checkpoints go with it
+        if loaded.startswith(f"{model_id}:ckpt-step-"):
+            state.models.evict(loaded)
     state.resolved.clear()
     shutil.rmtree(state.layout.root / row.bundle, ignore_errors=True)
 
 
 def bundle_for(state: AppState, session: Session, project: str, model: str) -> tuple[str, Path]:
-    """(model id, bundle path) of a fine-tuned model or alias for inference; 404 otherwise."""
+    """(model id, bundle path) of a fine-tuned model, alias or kept checkpoint
+    (``...:ckpt-step-N``) for inference; 404 otherwise."""
     row = get_fine_tuned(session, project, model)
     if row is None:
+        checkpoint = get_checkpoint(state, session, project, model)
+        if checkpoint is not None:
+            return model, checkpoint[2]
         if state.resolve_base(model) is not None:
             raise APIError(
                 400,
