@@ -23,6 +23,9 @@ from tests.server.live import TINY, LiveServer, live_server, server_settings
 
 from conftest import multilabel_rows, sentiment_rows, write_csv, write_jsonl
 
+# Real server processes with a worker that trains: the live tier.
+pytestmark = pytest.mark.live
+
 TERMINAL = {"succeeded", "failed", "cancelled"}
 COLUMNS = {"text_column": "body", "label_column": "verdict"}  # names not auto-detected
 FAST = {"num_threads": 1, "precision": "fp32"}

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from tests.server.live import TINY, LiveServer, live_server, server_settings
 
 from conftest import NEUTRAL
@@ -112,6 +113,7 @@ def test_200_row_five_class_job_trains_for_real(server: LiveServer, tmp_path: Pa
     assert right / len(unseen) >= 0.7
 
 
+@pytest.mark.live
 def test_job_with_quality_checks_as_errors_fails_before_training(tmp_path: Path, tiny_model):
     from sqlalchemy import select
 
