@@ -17,8 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from tuneforge import __version__
 from tuneforge.cli import server_commands
 from tuneforge.errors import InputError, TuneforgeError
+from tuneforge.training.threads import set_wait_policy
 
 try:  # typer >= 0.22 raises the exceptions of its own vendored copy of click
     from typer._click import exceptions as _typer_click
@@ -39,6 +41,28 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect data before training.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"tuneforge {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Fine-tune, evaluate and serve text classifiers on your own machine, offline."""
+
 
 out = Console()
 err = Console(stderr=True)
@@ -456,16 +480,26 @@ app.add_typer(server_commands.models_app, name="models")
 
 
 def _quiet_libraries() -> None:
-    """Our own progress bar is enough: silence the libraries' bars and info logs."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
+    """Our own progress bar is enough: silence the libraries' bars and info logs.
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    Through the environment, read when transformers loads, so that commands that never
+    need transformers (``--version``, ``predict`` on ONNX) do not pay for importing it.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already loaded (e.g. main() called in-process)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 def main() -> None:
     """Console-script entry point: maps errors to one line and an exit code."""
+    # Before torch loads (OpenMP reads it once): idle OpenMP threads sleep instead of
+    # spinning, so a busy or shared machine does not collapse training throughput.
+    set_wait_policy()
     _quiet_libraries()
     command = typer.main.get_command(app)
     try:

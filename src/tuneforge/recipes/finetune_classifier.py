@@ -44,10 +44,11 @@ from tuneforge.models.classifier import build_classifier, load_tokenizer
 from tuneforge.models.registry import BaseModel, resolve_base_model
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
-from tuneforge.training.device import pick_device, resolve_precision, set_threads
+from tuneforge.training.device import pick_device, resolve_precision
 from tuneforge.training.events import EventLog, Listener
 from tuneforge.training.loop import LoopSettings, fit, steps_per_epoch
 from tuneforge.training.seed import seed_everything
+from tuneforge.training.threads import apply_threads
 
 
 @dataclass
@@ -204,7 +205,8 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     spe = steps_per_epoch(n_train, batch_size, t.gradient_accumulation)
     # A fractional epoch count (auto on large data, or --epochs 1.5) ends mid-epoch.
     max_steps = None if epochs.is_integer() else max(1, round(epochs * spe))
-    threads = set_threads(t.num_threads)
+    thread_choice = apply_threads(t.num_threads)
+    threads = thread_choice.threads
     device = pick_device()
     settings = LoopSettings(
         epochs=math.ceil(epochs),
@@ -367,6 +369,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             seed=t.seed,
             device=str(device),
             precision="bf16" if settings.autocast_dtype is not None else "fp32",
+            threads_reason=thread_choice.reason,
             wall_seconds=round(time.time() - started, 1),
         )
         atomic_write_json(staged / "environment.json", env)
