@@ -7,10 +7,12 @@ things cut that down, and each is read here:
 - A CPU quota (``docker --cpus``, Kubernetes limits): cgroup v2 ``cpu.max`` or cgroup v1
   ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``. A process over its quota is frozen for the
   rest of each period, so threads beyond the quota only add waiting.
-- Other processes already computing: OpenMP threads that wait for a core held by another
-  process stall every parallel region. On a shared 2-core machine with two busy processes,
-  two threads trained at a fraction of one thread's speed, so the default takes one thread
-  per *free* CPU (at least one).
+- Other processes already computing. OpenMP threads that *spin* while waiting for a core
+  held by another process stall every parallel region: on a shared 2-core machine with two
+  busy processes, two spinning threads trained 7x slower than one. With idle threads that
+  sleep (``OMP_WAIT_POLICY=PASSIVE``, which the ``tuneforge`` command sets before torch loads)
+  the slowdown is gone and two threads were faster than one under the same load, so the
+  load only lowers the count when threads spin.
 
 The choice comes with a reason, so a run can say what it chose and why.
 """
@@ -237,6 +239,14 @@ def _plural(n: float, word: str) -> str:
     return f"{text} {word}{'' if n == 1 else 's'}"
 
 
+def threads_spin(environ: dict[str, str] | None = None) -> bool:
+    """Whether idle OpenMP threads spin (libgomp's default) rather than sleep."""
+    env = os.environ if environ is None else environ
+    if env.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
+        return False
+    return env.get("GOMP_SPINCOUNT", "").strip() not in {"0"}
+
+
 def choose_threads(
     requested: int | None = None,
     *,
@@ -244,13 +254,16 @@ def choose_threads(
     quota: float | str | None = "read",
     busy: float | str | None = "measure",
     window: float = 0.2,
+    spinning: bool | None = None,
 ) -> ThreadChoice:
     """How many threads to compute with, and why.
 
     The default is the CPUs this process may use (affinity, then the cgroup quota rounded
-    down, at least 1), reduced to the CPUs that other processes leave free: one thread per
-    free CPU, at least one. A thread waiting for a core that another process holds stalls
-    every parallel operator, so on a busy machine fewer threads are faster.
+    down, at least 1). Where idle OpenMP threads spin, it is further reduced to the CPUs
+    that other processes leave free (one thread per free CPU, at least one): a spinning
+    thread waiting for a core that another process holds stalls every parallel operator.
+    Where they sleep (``OMP_WAIT_POLICY=PASSIVE``), the load is not counted: measured under
+    two busy processes on 2 CPUs, two sleeping threads beat one.
 
     Args:
         requested: An explicit count (``--threads``); used as given.
@@ -259,6 +272,8 @@ def choose_threads(
         busy: CPUs busy with other processes, None for unknown, or ``"measure"`` to sample
             ``/proc/stat`` over ``window`` seconds.
         window: Seconds to sample the load for.
+        spinning: Whether idle OpenMP threads spin (None: from ``OMP_WAIT_POLICY`` and
+            ``GOMP_SPINCOUNT`` in the environment).
     """
     allowed = allowed_cpus() if cpus is None else max(1, cpus)
     cpu_quota = cgroup_cpu_quota() if quota == "read" else quota
@@ -279,6 +294,11 @@ def choose_threads(
             cpu_quota,
             None,
             requested,
+        )
+    if not (threads_spin() if spinning is None else spinning):
+        facts.append("idle threads sleep, so the load is not counted")
+        return ThreadChoice(
+            usable, f"{_plural(usable, 'thread')}: {', '.join(facts)}", allowed, cpu_quota
         )
     other = busy_cpus(window) if busy == "measure" else busy
     assert other is None or isinstance(other, float | int)

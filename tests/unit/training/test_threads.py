@@ -16,6 +16,7 @@ from tuneforge.training.threads import (
     parse_cfs,
     parse_cpu_max,
     set_wait_policy,
+    threads_spin,
 )
 
 
@@ -134,20 +135,20 @@ def test_cgroup_files_missing_mean_no_quota(tmp_path):
 
 def test_affinity_limits_the_default(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
-    choice = choose_threads(quota=None, busy=0.0)
+    choice = choose_threads(quota=None, busy=0.0, spinning=True)
     assert choice.threads == 1 and choice.cpus_allowed == 1
     assert "1 CPU allowed" in choice.reason
 
 
 def test_quota_rounds_down_but_never_below_one():
-    assert choose_threads(cpus=8, quota=2.5, busy=0.0).threads == 2
-    assert choose_threads(cpus=8, quota=0.5, busy=0.0).threads == 1
-    assert choose_threads(cpus=2, quota=4.0, busy=0.0).threads == 2
-    assert "CPU quota 2.5" in choose_threads(cpus=8, quota=2.5, busy=0.0).reason
+    assert choose_threads(cpus=8, quota=2.5, busy=0.0, spinning=True).threads == 2
+    assert choose_threads(cpus=8, quota=0.5, busy=0.0, spinning=True).threads == 1
+    assert choose_threads(cpus=2, quota=4.0, busy=0.0, spinning=True).threads == 2
+    assert "CPU quota 2.5" in choose_threads(cpus=8, quota=2.5, busy=0.0, spinning=True).reason
 
 
 def test_idle_machine_uses_every_allowed_cpu():
-    choice = choose_threads(cpus=2, quota=None, busy=0.05)
+    choice = choose_threads(cpus=2, quota=None, busy=0.05, spinning=True)
     assert choice == ThreadChoice(
         2, "2 threads: 2 CPUs allowed, no CPU quota, machine idle", 2, None, 0.05, None
     )
@@ -157,25 +158,25 @@ def test_idle_machine_uses_every_allowed_cpu():
     ("busy", "expected"), [(0.0, 4), (0.4, 4), (1.0, 3), (2.0, 2), (3.2, 1), (6.0, 1)]
 )
 def test_busy_machine_takes_one_thread_per_free_cpu(busy, expected):
-    choice = choose_threads(cpus=4, quota=None, busy=busy)
+    choice = choose_threads(cpus=4, quota=None, busy=busy, spinning=True)
     assert choice.threads == expected
     if expected < 4:
         assert "busy with other processes" in choice.reason
 
 
 def test_two_busy_processes_on_two_cpus_leave_one_thread():
-    choice = choose_threads(cpus=2, quota=None, busy=2.0)
+    choice = choose_threads(cpus=2, quota=None, busy=2.0, spinning=True)
     assert choice.threads == 1
     assert choice.reason.startswith("1 thread: 2 CPUs allowed, no CPU quota, 2.0 CPUs busy")
 
 
 def test_unknown_load_keeps_the_allowed_count():
-    choice = choose_threads(cpus=3, quota=None, busy=None)
+    choice = choose_threads(cpus=3, quota=None, busy=None, spinning=True)
     assert choice.threads == 3 and "load unknown" in choice.reason
 
 
 def test_an_explicit_request_is_used_as_given():
-    choice = choose_threads(6, cpus=2, quota=1.0, busy=2.0)
+    choice = choose_threads(6, cpus=2, quota=1.0, busy=2.0, spinning=True)
     assert choice.threads == 6 and choice.requested == 6
     assert "as requested" in choice.reason
 
@@ -197,7 +198,7 @@ def test_apply_threads_sets_torch():
 
 
 def test_choice_is_json_friendly():
-    assert choose_threads(cpus=2, quota=1.0, busy=0.0).to_dict() == {
+    assert choose_threads(cpus=2, quota=1.0, busy=0.0, spinning=True).to_dict() == {
         "threads": 1,
         "reason": "1 thread: 2 CPUs allowed, CPU quota 1, machine idle",
         "cpus_allowed": 2,
@@ -214,3 +215,19 @@ def test_wait_policy_respects_the_users_choice():
     assert set_wait_policy(mine) is False and mine == {"OMP_WAIT_POLICY": "ACTIVE"}
     spin = {"GOMP_SPINCOUNT": "1000"}
     assert set_wait_policy(spin) is False and "OMP_WAIT_POLICY" not in spin
+
+
+def test_sleeping_threads_do_not_count_the_load():
+    # Measured: under two busy processes on 2 CPUs, two sleeping threads beat one.
+    choice = choose_threads(cpus=2, quota=None, busy=2.0, spinning=False)
+    assert choice.threads == 2 and choice.busy_cpus is None
+    assert "idle threads sleep" in choice.reason
+    assert choose_threads(cpus=4, quota=1.0, busy=0.0, spinning=False).threads == 1
+
+
+def test_spinning_is_read_from_the_environment():
+    assert threads_spin({}) is True
+    assert threads_spin({"OMP_WAIT_POLICY": "passive"}) is False
+    assert threads_spin({"OMP_WAIT_POLICY": "ACTIVE"}) is True
+    assert threads_spin({"GOMP_SPINCOUNT": "0"}) is False
+    assert threads_spin({"GOMP_SPINCOUNT": "10000"}) is True
