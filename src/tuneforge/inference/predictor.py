@@ -186,7 +186,9 @@ class Predictor:
             raise InputError(f"threads must be at least 1, got {threads}")
         tokenizer = load_inference_tokenizer(info.path / "tokenizer")
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        n_threads = choose_threads(threads, window=0.1).threads
+        # ONNX Runtime's threads spin when ``spin``; torch's follow the OpenMP wait policy.
+        spinning = None if backend == "torch" else spin
+        n_threads = choose_threads(threads, window=0.1, spinning=spinning).threads
         if backend == "torch":
             import torch
 
