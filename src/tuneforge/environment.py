@@ -48,9 +48,16 @@ def describe_environment() -> dict[str, Any]:
 
 
 def quiet_libraries() -> None:
-    """Our own progress reporting is enough: silence the libraries' bars and info logs."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
+    """Our own progress reporting is enough: silence the libraries' bars and info logs.
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    Through the environment, read when transformers loads, so that commands that never
+    need transformers (``--version``, ``predict`` on ONNX) do not pay for importing it.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already loaded (e.g. main() called in-process)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import NEGATIVE, NEUTRAL, POSITIVE, run_cli, sentiment_rows, write_csv
+from tuneforge.errors import InputError
 from tuneforge.inference.export_report import choose_backend
 from tuneforge.inference.predictor import Predictor
 from tuneforge.recipes.export import export_bundle
@@ -189,3 +190,45 @@ def test_export_needs_validation_data_when_the_source_is_gone(exported: Path, tm
     report = export_bundle(bundle, int8=False, validation_file=str(other))
     assert report["validation"] == {"source": str(other), "rows": 40}
     assert set(report["backends"]) == {"torch", "onnx"}
+
+
+def test_predict_on_onnx_loads_neither_torch_nor_transformers(exported: Path):
+    """``tuneforge predict`` on an exported bundle starts fast: no torch, no transformers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from tuneforge.inference.predictor import Predictor\n"
+        f"p = Predictor.load({str(exported)!r}, backend='onnx-int8', threads=1)\n"
+        "pred = p.predict('a great film')\n"
+        "heavy = ['torch', 'transformers', 'sklearn', 'onnx', 'peft']\n"
+        "print(json.dumps([pred.label, pred.score, [m for m in heavy if m in sys.modules]]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    label, score, heavy = json.loads(done.stdout.splitlines()[-1])
+    assert heavy == []
+    same = Predictor.load(exported, backend="onnx-int8", threads=1).predict("a great film")
+    assert (label, score) == (same.label, pytest.approx(same.score, abs=1e-6))
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_predictor_takes_threads_for_every_backend(exported: Path, backend: str):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        one = Predictor.load(exported, backend=backend, threads=1)
+        if backend == "torch":
+            assert torch.get_num_threads() == 1  # process-wide
+        else:
+            assert one.backend.session.get_session_options().intra_op_num_threads == 1
+        default = Predictor.load(exported, backend=backend)  # the default choice
+        assert default.predict("a great film").label == one.predict("a great film").label
+        with pytest.raises(InputError, match="threads"):
+            Predictor.load(exported, backend=backend, threads=0)
+    finally:
+        torch.set_num_threads(before)

@@ -21,6 +21,7 @@ from rich.table import Table as RichTable
 from tuneforge.cli import server_commands
 from tuneforge.cli.train_options import with_parameters
 from tuneforge.errors import InputError, TuneforgeError
+from tuneforge.training.threads import set_wait_policy
 
 _typer_click: types.ModuleType
 try:  # typer >= 0.22 raises the exceptions of its own vendored copy of click
@@ -42,6 +43,32 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect data before training.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        # The installed distribution's version (pyproject.toml), without importing the
+        # package's public API from the layer below it.
+        from importlib.metadata import version
+
+        sys.stdout.write(f"tuneforge {version('tuneforge')}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Fine-tune, evaluate and serve text classifiers on your own machine, offline."""
+
 
 out = Console()
 err = Console(stderr=True)
@@ -335,6 +362,9 @@ def main() -> None:
     """Console-script entry point: maps errors to one line and an exit code."""
     from tuneforge.environment import quiet_libraries
 
+    # Before torch loads (OpenMP reads it once): idle OpenMP threads sleep instead of
+    # spinning, so a busy or shared machine does not collapse training throughput.
+    set_wait_policy()
     quiet_libraries()
     command = typer.main.get_command(app)
     try:

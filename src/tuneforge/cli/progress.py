@@ -86,7 +86,8 @@ class TrainingProgress:
 
 
 def plan_text(plan: dict[str, Any]) -> str:
-    """The ``plan`` event in three short lines: schedule, stopping and input, machine."""
+    """The ``plan`` event in four short lines: schedule, stopping and input, machine, and
+    why that many threads."""
     m = plan["measured"]
     return (
         f"plan: {plan['epochs']} epochs, {plan['total_steps']} steps "
@@ -97,7 +98,8 @@ def plan_text(plan: dict[str, Any]) -> str:
         f"{plan['truncated_texts']} cut\n"
         f"  {plan['method']}, {plan['precision']}, {plan['threads']} thread(s); estimated "
         f"{_duration(plan['estimated_seconds'])} (measured here: "
-        f"{m['tokens_per_s']:,.0f} tokens/s)"
+        f"{m['tokens_per_s']:,.0f} tokens/s)\n"
+        f"  {plan['threads_reason']}"
     )
 
 

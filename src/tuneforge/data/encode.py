@@ -12,10 +12,12 @@ import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch loads lazily (only ``collate`` needs it)
+    import torch
 
 
 @dataclass
@@ -171,6 +173,8 @@ def collate(ids: Sequence[np.ndarray], pad_id: int) -> dict[str, torch.Tensor]:
     Returns ``input_ids`` and, only when rows differ in length, ``attention_mask`` (a
     batch of equal lengths needs no mask, which lets attention take its fastest path).
     """
+    import torch
+
     width = max(len(row) for row in ids)
     batch = np.full((len(ids), width), pad_id, dtype=np.int64)
     same = True

@@ -12,13 +12,15 @@ are the same alone and in any batch (up to float rounding).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from tuneforge.data.encode import EncodedTexts, sorted_batches
 from tuneforge.inference.runner import run_logits
+
+if TYPE_CHECKING:  # torch loads lazily: an ONNX backend runs without it
+    import torch
 
 ONNX_DIR = "onnx"
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}

@@ -6,15 +6,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import torch
-
 from tuneforge.bundle import BundleInfo
 from tuneforge.errors import InputError
-from tuneforge.models.classifier import build_classifier
 from tuneforge.models.registry import BaseModel, resolve_base_model, weights_sha256
 from tuneforge.models.safety import check_safe_model_dir
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch and transformers load only when a torch model is built
+    import torch
     from transformers import PreTrainedModel
 
 
@@ -81,6 +79,10 @@ def load_bundle_model(info: BundleInfo) -> PreTrainedModel:
         InputError: Unsafe files (pickle weights, custom code), or an adapter whose base
             model is missing or differs.
     """
+    import torch
+
+    from tuneforge.models.classifier import build_classifier
+
     check_safe_bundle(info)
     if not info.adapter:
         from transformers import AutoModelForSequenceClassification

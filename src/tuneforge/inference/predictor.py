@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
-import torch
 
 from tuneforge.bundle import BundleInfo, read_bundle
 from tuneforge.data.encode import encode_texts
@@ -16,7 +15,9 @@ from tuneforge.errors import InputError
 from tuneforge.inference.backends import Backend
 from tuneforge.inference.loading import check_safe_bundle, load_bundle_model
 from tuneforge.models.forward import sigmoid, softmax
-from tuneforge.training.device import resolve_precision
+
+if TYPE_CHECKING:  # torch and transformers load only for the torch backend
+    import torch
 
 
 @dataclass
@@ -98,7 +99,12 @@ class Predictor:
                 ``auto``: the fastest exported backend whose accuracy drop recorded at export
                 is at most ``max_accuracy_drop`` (torch when none is).
             max_accuracy_drop: The bound for ``auto`` (0.01 = one accuracy point).
-            threads: ONNX Runtime intra-op threads (None: one per core).
+            threads: CPU threads to compute with (None: tuneforge's default choice, one per
+                CPU this process may use that other processes leave free; see
+                ``tuneforge.training.threads.choose_threads``). ONNX backends: the session's
+                intra-op threads. torch backend: ``torch.set_num_threads``, which is
+                process-wide, so the last model loaded sets it for every torch model in
+                the process.
             spin: Let ONNX Runtime's idle threads spin (lowest latency when the process
                 owns its cores); False for a process that shares them, such as a server.
 
@@ -106,10 +112,10 @@ class Predictor:
             InputError: Not a bundle, an adapter whose base model is missing or differs, or
                 a backend that was not exported.
         """
-        from transformers import AutoTokenizer
-
         from tuneforge.inference.backends import BACKENDS, OnnxBackend, TorchBackend, onnx_path
         from tuneforge.inference.export_report import choose_backend
+        from tuneforge.inference.tokenizer import load_inference_tokenizer
+        from tuneforge.training.threads import choose_threads
 
         info = read_bundle(path)
         check_safe_bundle(info)
@@ -117,9 +123,19 @@ class Predictor:
             backend = choose_backend(info.path, max_accuracy_drop)
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
-        tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer", trust_remote_code=False)
+        if threads is not None and threads < 1:
+            raise InputError(f"threads must be at least 1, got {threads}")
+        tokenizer = load_inference_tokenizer(info.path / "tokenizer")
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # ONNX Runtime's threads spin when ``spin``; torch's follow the OpenMP wait policy.
+        spinning = None if backend == "torch" else spin
+        n_threads = choose_threads(threads, window=0.1, spinning=spinning).threads
         if backend == "torch":
+            import torch
+
+            from tuneforge.training.device import resolve_precision
+
+            torch.set_num_threads(n_threads)
             dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             runner: Backend = TorchBackend(
                 load_bundle_model(info), pad_id, dev, resolve_precision(precision, dev)
@@ -131,7 +147,7 @@ class Predictor:
                     f"bundle {info.path} has no {backend} export; run `tuneforge export "
                     f"{info.path} --format onnx{' --int8' if backend == 'onnx-int8' else ''}`"
                 )
-            runner = OnnxBackend(file, pad_id, backend, threads=threads, spin=spin)
+            runner = OnnxBackend(file, pad_id, backend, threads=n_threads, spin=spin)
         return cls(info, runner, tokenizer)
 
     def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

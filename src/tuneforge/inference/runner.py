@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from tuneforge.data.encode import EncodedTexts, collate, sorted_batches
 from tuneforge.models.forward import autocast_context
 
+if TYPE_CHECKING:  # torch loads lazily: the ONNX backends run without it
+    import torch
+    from torch import nn
 
-@torch.inference_mode()
+
 def run_logits(
     model: nn.Module,
     encoded: EncodedTexts,
@@ -27,21 +30,25 @@ def run_logits(
     Returns:
         float32 array of shape (n_texts, n_labels).
     """
+    import torch
+
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
     try:
-        for idx in sorted_batches(encoded.lengths, batch_size):
-            batch = {
-                k: v.to(device) for k, v in collate([encoded.ids[i] for i in idx], pad_id).items()
-            }
-            with autocast_context(device, autocast_dtype):
-                logits = model(**batch).logits
-            logits = logits.float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(encoded), logits.shape[1]), dtype=np.float32)
-            out[idx] = logits
+        with torch.inference_mode():
+            for idx in sorted_batches(encoded.lengths, batch_size):
+                batch = {
+                    k: v.to(device)
+                    for k, v in collate([encoded.ids[i] for i in idx], pad_id).items()
+                }
+                with autocast_context(device, autocast_dtype):
+                    logits = model(**batch).logits
+                logits = logits.float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(encoded), logits.shape[1]), dtype=np.float32)
+                out[idx] = logits
     finally:
         model.train(was_training)
     if out is None:

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch loads lazily: the ONNX backends use softmax/sigmoid without it
+    import torch
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
     """``torch.autocast`` for ``dtype``, or a no-op when dtype is None (fp32)."""
     if dtype is None:
         return contextlib.nullcontext()
+    import torch
+
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 

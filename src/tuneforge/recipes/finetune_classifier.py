@@ -48,11 +48,12 @@ from tuneforge.recipes.checkpoint_bundles import CheckpointKeeper, write_checkpo
 from tuneforge.recipes.run_checks import check_run_config
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
-from tuneforge.training.device import pick_device, resolve_precision, set_threads
+from tuneforge.training.device import pick_device, resolve_precision
 from tuneforge.training.events import EventLog, Listener, read_events
 from tuneforge.training.loop import LoopSettings, fit, planned_steps, steps_per_epoch
 from tuneforge.training.seed import seed_everything
 from tuneforge.training.speed import estimate_seconds, measure_training_speed, padded_tokens
+from tuneforge.training.threads import apply_threads
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -219,7 +220,8 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     spe = steps_per_epoch(n_train, batch_size, t.gradient_accumulation)
     # A fractional epoch count (auto on large data, or --epochs 1.5) ends mid-epoch.
     max_steps = None if epochs.is_integer() else max(1, round(epochs * spe))
-    threads = set_threads(t.num_threads)
+    thread_choice = apply_threads(t.num_threads)
+    threads = thread_choice.threads
     device = pick_device()
     settings = LoopSettings(
         epochs=math.ceil(epochs),
@@ -335,6 +337,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             max_length=max_length,
             method=method.name,
             threads=threads,
+            threads_reason=thread_choice.reason,
             configured_patience=t.patience,
         )
         events.emit("plan", **plan)
@@ -454,6 +457,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             seed=t.seed,
             device=str(device),
             precision="bf16" if settings.autocast_dtype is not None else "fp32",
+            threads_reason=thread_choice.reason,
             wall_seconds=round(time.time() - started, 1),
         )
         atomic_write_json(staged / "environment.json", env)
@@ -549,6 +553,7 @@ def _plan(
     max_length: int,
     method: str,
     threads: int,
+    threads_reason: str,
     configured_patience: int,
 ) -> dict[str, Any]:
     """What the run will do, with ``auto`` resolved, and its time estimated from ``speed``."""
@@ -581,6 +586,7 @@ def _plan(
         "method": method,
         "precision": "bf16" if settings.autocast_dtype is not None else "fp32",
         "threads": threads,
+        "threads_reason": threads_reason,
         "train_examples": len(train),
         "validation_examples": len(encoded["validation"]),
         "eval_every": settings.eval_every,

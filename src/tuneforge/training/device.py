@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from tuneforge.errors import InputError
+from tuneforge.training.threads import apply_threads
+
+if TYPE_CHECKING:  # torch loads lazily: `tuneforge predict` on ONNX never needs it
+    import torch
 
 
 @functools.cache
@@ -31,6 +33,8 @@ def cpu_has_fast_bf16() -> bool:
 
 def pick_device() -> torch.device:
     """CUDA when available, else CPU."""
+    import torch
+
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
@@ -46,6 +50,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """
     if precision == "fp32":
         return None
+    import torch
+
     supported = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_fast_bf16()
     if precision == "bf16" and not supported:
         raise InputError(
@@ -56,11 +62,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 
 def set_threads(num_threads: int | None) -> int:
-    """Set torch's intra-op threads (default: the cores this process may use)."""
-    if num_threads is None:
-        try:
-            num_threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - non-Linux
-            num_threads = os.cpu_count() or 1
-    torch.set_num_threads(max(1, num_threads))
-    return torch.get_num_threads()
+    """Set torch's intra-op threads: ``num_threads``, or the default choice; returns the count.
+
+    The default is one thread per CPU this process may use (affinity and cgroup quota)
+    that other processes leave free; ``tuneforge.training.threads.apply_threads`` returns
+    the reason too.
+    """
+    return apply_threads(num_threads).threads

@@ -182,6 +182,7 @@ class PlanEvent(Event):
     method: str
     precision: str
     threads: int
+    threads_reason: str
     train_examples: int
     validation_examples: int
     eval_every: int
