@@ -75,9 +75,18 @@ def trained(request, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="module")
 def predictor(trained: dict):
+    """The bundle as ``tuneforge eval`` loads it: torch, fp32 (the reference)."""
     from tuneforge import Predictor
 
     return Predictor.load(trained["bundle"])
+
+
+@pytest.fixture(scope="module")
+def served(trained: dict):
+    """The bundle as ``tuneforge predict`` loads it: the fastest backend within the bound."""
+    from tuneforge import Predictor
+
+    return Predictor.load(trained["bundle"], backend="auto")
 
 
 def test_train_exits_0_and_prints_where_the_bundle_is(trained: dict) -> None:
@@ -212,7 +221,47 @@ def test_predict_in_a_fresh_interpreter(trained: dict) -> None:
     assert row["label"] == "positive" and "top_k" not in row
 
 
-def test_predict_file_to_csv_neutralises_formulas(trained: dict, predictor) -> None:
+def test_train_exports_onnx_backends_by_default(trained: dict) -> None:
+    """``train`` ends with an ONNX export measured on validation, so ``predict`` and
+    ``serve`` start on the fastest backend within the accuracy bound."""
+    from tuneforge.inference.export_report import choose_backend, read_export_report
+
+    report = read_export_report(trained["bundle"])
+    assert report is not None and set(report["backends"]) == {"torch", "onnx", "onnx-int8"}
+    assert (
+        report["validation"]["rows"]
+        == json.loads((trained["bundle"] / "data.json").read_text())["splits"]["validation"]["rows"]
+    )
+    assert choose_backend(trained["bundle"], 0.01) in {"onnx", "onnx-int8"}
+    assert "exported, batch-1 p50" in trained["result"].stderr
+
+
+def test_train_export_none_and_a_failed_export(tmp_path: Path, tiny_model: Path, monkeypatch):
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(120, seed=3))
+    common = ["--model", tiny_model, "--epochs", "1", "--threads", "1", "--quiet"]
+    result = run_cli("train", train, *common, "--export", "none", "--output", tmp_path / "a")
+    assert result.code == 0, result
+    assert not (tmp_path / "a" / "onnx").exists()
+
+    # A failed export warns and leaves the complete bundle (served by torch).
+    import tuneforge.recipes.export as export
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(export, "export_bundle", broken)
+    result = run_cli("train", train, *common, "--output", tmp_path / "b")
+    assert result.code == 0, result
+    assert "ONNX export skipped (RuntimeError: exporter crashed)" in " ".join(result.stderr.split())
+    assert (tmp_path / "b" / "tuneforge.json").is_file()
+    assert not (tmp_path / "b" / "onnx").exists()
+
+    result = run_cli("train", train, *common, "--export", "fp16", "--output", tmp_path / "c")
+    assert result.code == 2 and "--export must be one of int8, fp32, none" in result.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_predict_file_to_csv_neutralises_formulas(trained: dict, served) -> None:
     root: Path = trained["root"]
     texts = ["i love this film", *FORMULAS, "a plain bad text"]
     source = write_csv(root / "in.csv", [(t,) for t in texts], header=("text",))
@@ -224,7 +273,7 @@ def test_predict_file_to_csv_neutralises_formulas(trained: dict, predictor) -> N
         assert next(reader) == ["text", "label", "score"]
         rows = list(reader)
     assert len(rows) == len(texts)
-    expected = predictor.predict(texts)
+    expected = served.predict(texts)
     for (text, label, score), original, pred in zip(rows, texts, expected, strict=True):
         if original in FORMULAS:
             assert text == "'" + original
@@ -234,7 +283,7 @@ def test_predict_file_to_csv_neutralises_formulas(trained: dict, predictor) -> N
         assert float(score) == pytest.approx(pred.score, abs=1e-6)
 
 
-def test_predict_file_to_jsonl(trained: dict, predictor) -> None:
+def test_predict_file_to_jsonl(trained: dict, served) -> None:
     root: Path = trained["root"]
     texts = ["great story", "=1+1", "ugly ending"]
     source = root / "in.txt"
@@ -244,20 +293,20 @@ def test_predict_file_to_jsonl(trained: dict, predictor) -> None:
     assert result.code == 0, result
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["text"] for r in rows] == texts  # JSON is not a spreadsheet: kept as is
-    for row, pred in zip(rows, predictor.predict(texts), strict=True):
+    for row, pred in zip(rows, served.predict(texts), strict=True):
         assert row["label"] == pred.label
         assert row["probabilities"] == pytest.approx(pred.probabilities)
         assert sum(row["probabilities"].values()) == pytest.approx(1.0)
 
 
-def test_threshold_abstains_on_uncertain_texts(trained: dict, predictor) -> None:
+def test_threshold_abstains_on_uncertain_texts(trained: dict, served) -> None:
     root: Path = trained["root"]
     texts = ["good", "bad", "the", "movie was the plot", "i love this film", "and but"]
-    probs = [p.score for p in predictor.predict(texts)]
+    probs = [p.score for p in served.predict(texts)]
     assert min(probs) < 0.99, probs
     # A cut between the least and the most confident text exercises both sides.
     for threshold in (0.99, (min(probs) + max(probs)) / 2):
-        abstained = predictor.predict(texts, threshold=threshold)
+        abstained = served.predict(texts, threshold=threshold)
         for text, pred, score in zip(texts, abstained, probs, strict=True):
             assert pred.score == score
             if score < threshold:

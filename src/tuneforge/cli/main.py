@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from tuneforge.cli import server_commands
-from tuneforge.cli.train_options import with_parameters
+from tuneforge.cli.train_options import EXPORT_CHOICES, with_parameters
 from tuneforge.errors import InputError, TuneforgeError
 from tuneforge.training.threads import set_wait_policy
 
@@ -94,6 +94,9 @@ def train(**values: Any) -> None:
     from tuneforge.recipes.run_checks import check_run_config
 
     quiet = values.pop("quiet")
+    export_to = values.pop("export")
+    if export_to not in EXPORT_CHOICES:
+        raise InputError(f"--export must be one of {', '.join(EXPORT_CHOICES)}, got {export_to!r}")
     fixed = ("train_file", "output", "config", "set_", "overwrite", "resume")
     config = resolve_run_config(**{k: values.pop(k) for k in fixed}, flags=values)
     check_run_config(config)  # before any data is read
@@ -104,10 +107,38 @@ def train(**values: Any) -> None:
         for listener in listeners:
             listener.close()
     _print_metrics(result.metrics)
+    if export_to != "none":
+        _export_after_training(result.bundle, int8=export_to == "int8")
     out.print(
         f"trained in {result.train_seconds:.0f} s ({result.examples_per_s:.0f} examples/s)\n"
         f"bundle: [bold]{result.bundle}[/bold] (model card: {result.bundle / 'README.md'})\n"
         f'predict: tuneforge predict {result.bundle} "some text"'
+    )
+
+
+def _export_after_training(bundle: Path, *, int8: bool) -> None:
+    """Export the new bundle to ONNX Runtime; a failed export leaves a working bundle and
+    says so (the torch backend serves it)."""
+    from tuneforge.recipes.export import export_bundle
+
+    try:
+        report = export_bundle(bundle, int8=int8, log=lambda m: err.print(m, style="dim"))
+    except Exception as exc:  # the bundle is complete and works without an export
+        reason = str(exc) if isinstance(exc, TuneforgeError) else f"{type(exc).__name__}: {exc}"
+        err.print(
+            f"warning: ONNX export skipped ({reason}); the bundle is served by torch; "
+            "`tuneforge export BUNDLE --int8` retries it",
+            style="yellow",
+            markup=False,
+        )
+        return
+    parts = []
+    for name, e in report["backends"].items():
+        drop = e.get("accuracy_drop")
+        shown = "" if drop is None else f" ({-drop * 100:+.2f} pt)"
+        parts.append(f"{name} {e['batch1_ms_p50']:.1f} ms{shown}")
+    err.print(
+        "exported, batch-1 p50 (validation accuracy vs torch): " + ", ".join(parts), style="dim"
     )
 
 

@@ -26,6 +26,9 @@ from tuneforge.config import (
 from tuneforge.errors import InputError
 
 PANELS = {"data": "Data", "model": "Model", "method": "Method", "train": "Training"}
+# What `train --export` writes after training (a step of the command, not of the run: the
+# recipe trains; `tuneforge export` is the same step on its own).
+EXPORT_CHOICES = ("int8", "fp32", "none")
 # Settings the command line does not offer, with the reason (shown nowhere else).
 NOT_ON_CLI = {
     "data.train": "the TRAIN argument",
@@ -168,6 +171,24 @@ def train_parameters() -> list[inspect.Parameter]:
             "quiet",
             bool | None,
             typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=run),
+        ),
+        _P(
+            "export",
+            _P.KEYWORD_ONLY,
+            default=EXPORT_CHOICES[0],
+            annotation=Annotated[
+                str,
+                typer.Option(
+                    "--export",
+                    help="After training, export the bundle to ONNX Runtime and measure it on "
+                    "the validation split: 'int8' (fp32 and calibrated int8), 'fp32', or "
+                    "'none'. Predict and serve then pick the fastest backend within the "
+                    "accuracy bound, and start in well under a second (`tuneforge export` "
+                    "does the same later).",
+                    rich_help_panel=run,
+                    metavar="[" + "|".join(EXPORT_CHOICES) + "]",
+                ),
+            ],
         ),
     ]
     return fixed + [setting_parameter(s) for s in cli_settings()]
