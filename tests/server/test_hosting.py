@@ -12,6 +12,7 @@ import pytest
 from tests.server.live import live_server, server_settings
 
 from conftest import run_cli, sentiment_rows, write_csv
+from tuneforge.inference.export_report import choose_backend
 from tuneforge.inference.predictor import Predictor
 from tuneforge.server.model_cache import CacheSettings, ModelCache
 
@@ -156,7 +157,10 @@ def test_server_answers_503_when_the_queue_is_full_and_504_past_the_timeout(
             ok = client.post("/v1/classify", json={"model": model_id, "input": ["good"]})
             assert ok.status_code == 200, ok.text
             ready = client.get("/readyz", params={"model": model_id})
-            assert ready.status_code == 200 and ready.json()["backend"] == "torch"
+            # train exported the bundle: the server serves the backend auto picks from it
+            picked = choose_backend(bundles["full-a"], settings.max_accuracy_drop)
+            assert picked != "torch"
+            assert ready.status_code == 200 and ready.json()["backend"] == picked
             assert client.get("/readyz", params={"model": "ft:nope"}).status_code == 503
             over = client.post(
                 "/v1/classify", json={"model": model_id, "input": ["a", "b", "c", "d"]}
