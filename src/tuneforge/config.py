@@ -378,7 +378,8 @@ class TrainConfig:
             ``accuracy``, ``micro_f1``, ``weighted_f1``, ``log_loss``, ``subset_accuracy``).
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16), ``fp32``, ``bf16``.
         class_weights: Weight the loss by inverse class frequency (single-label).
-        num_threads: CPU threads for torch (None: the number of cores).
+        num_threads: CPU threads for torch (None: the CPUs this process may use, from its
+            affinity and the CPU quota of its container; the plan says what was chosen).
         checkpoint_every: Save a resumable checkpoint every N optimizer steps (None: at
             every evaluation).
         keep_checkpoints: Write the last N checkpoints into the bundle as loadable

@@ -85,7 +85,10 @@ class Settings(BaseSettings):
     )
     inference_threads: int = Field(2, ge=1, le=64, description="Threads running batches.")
     onnx_threads: int | None = Field(
-        None, ge=1, le=256, description="ONNX Runtime threads per model (default: cores)."
+        None,
+        ge=1,
+        le=256,
+        description="ONNX Runtime threads per model (default: the CPUs this process may use).",
     )
     worker_timeout_seconds: float = Field(
         90.0, gt=0, description="/readyz: a worker is alive if it beat within this long."
