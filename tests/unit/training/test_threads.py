@@ -231,3 +231,21 @@ def test_spinning_is_read_from_the_environment():
     assert threads_spin({"OMP_WAIT_POLICY": "ACTIVE"}) is True
     assert threads_spin({"GOMP_SPINCOUNT": "0"}) is False
     assert threads_spin({"GOMP_SPINCOUNT": "10000"}) is True
+
+
+def test_adaptive_wait_policy_spins_only_on_an_idle_machine() -> None:
+    """``train`` keeps spinning threads when other processes leave the CPUs idle, and makes
+    them sleep when they don't (or when the load cannot be read)."""
+    idle: dict[str, str] = {}
+    assert set_wait_policy(idle, adaptive=True, busy=0.1) is False and idle == {}
+    loaded: dict[str, str] = {}
+    assert set_wait_policy(loaded, adaptive=True, busy=1.9) is True
+    assert loaded == {"OMP_WAIT_POLICY": "PASSIVE"}
+    unknown: dict[str, str] = {}
+    assert set_wait_policy(unknown, adaptive=True, busy=None) is True
+    mine = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert set_wait_policy(mine, adaptive=True, busy=1.9) is False
+    assert mine == {"OMP_WAIT_POLICY": "ACTIVE"}
+    # Not adaptive (serve, worker, predict): always sleep, the load is not read.
+    always: dict[str, str] = {}
+    assert set_wait_policy(always, busy=0.0) is True and always == {"OMP_WAIT_POLICY": "PASSIVE"}
