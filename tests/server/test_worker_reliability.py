@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from sqlalchemy import select
 from tests.server.live import TINY, LiveServer, chat_jsonl, live_server, server_settings
@@ -188,6 +189,10 @@ def test_killed_worker_job_resumes_on_another_worker(tmp_path: Path, tiny_model:
                 survivor = next(p for p in procs if p is not victim)
                 survivor_log = logs[procs.index(survivor)]
                 (first_child,) = training_children(job_id)
+                # The database URL (it may hold a password) is never on a command line.
+                url = server.settings.resolved_database_url()
+                assert url not in " ".join(psutil.Process(first_child).cmdline())
+                assert psutil.Process(first_child).environ()["TUNEFORGE_DATABASE_URL"] == url
                 assert not any(m.startswith("Attempt 2 ") for m in messages(server, job_id))
                 lease_expiry = job_row(server, job_id).lease_expires_at
 

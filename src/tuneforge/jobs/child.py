@@ -1,6 +1,9 @@
 """The training child: runs one attempt of one job through the same recipe as the CLI.
 
-    python -m tuneforge.jobs.child --database-url URL --data-dir DIR --job-id ID
+    TUNEFORGE_DATABASE_URL=URL python -m tuneforge.jobs.child --data-dir DIR --job-id ID
+
+The database URL comes from the environment, never the command line (it may hold a password
+and every user of the machine can read command lines).
 
 It reads the job's run config, resumes from the last complete checkpoint when one exists,
 streams training events into the job's event log, and leaves ``result.json`` (success) or
@@ -233,15 +236,19 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tuneforge.jobs.child``."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database-url", required=True)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--job-id", required=True)
     args = parser.parse_args(argv)
+    from tuneforge.jobs.db import DATABASE_URL_ENV
+
+    database_url = os.environ.get(DATABASE_URL_ENV)
+    if not database_url:
+        parser.error(f"{DATABASE_URL_ENV} is not set: the worker passes the database URL there")
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     from tuneforge.environment import quiet_libraries
 
     quiet_libraries()
-    return run(args.database_url, args.data_dir, args.job_id)
+    return run(database_url, args.data_dir, args.job_id)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.errors import InputError
 
+DATABASE_URL_ENV = "TUNEFORGE_DATABASE_URL"
+"""Where a worker hands the database URL to its training child (never on a command line)."""
 MIGRATIONS = Path(__file__).with_name("migrations")
 READ_ONLY = "tuneforge_read_only"  # execution option of sessions that only read
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from tuneforge.jobs.db import DATABASE_URL_ENV
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.results import record_success
@@ -126,25 +127,36 @@ class Worker:
             data={"attempt": claim.attempt, "worker": self.id},
         )
         log_path = work / f"attempt-{claim.attempt}.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "tuneforge.jobs.child",
-            "--database-url",
-            self.database_url,
-            "--data-dir",
-            str(self.layout.root),
-            "--job-id",
-            job_id,
-        ]
         with log_path.open("ab") as log_fh:
             self._child = subprocess.Popen(
-                cmd, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True
+                self.child_command(job_id),
+                env=self.child_environment(),
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             code, stopped_by = self._supervise(job_id)
         self._child = None
         self.store.heartbeat(self.id, self.hostname, os.getpid(), None)
         self._record_end(claim, code, stopped_by, log_path)
+
+    def child_command(self, job_id: str) -> list[str]:
+        """The training child's command line: no secret on it (``ps`` shows it to every
+        user of the machine); the database URL travels in the environment."""
+        return [
+            sys.executable,
+            "-m",
+            "tuneforge.jobs.child",
+            "--data-dir",
+            str(self.layout.root),
+            "--job-id",
+            job_id,
+        ]
+
+    def child_environment(self) -> dict[str, str]:
+        """The child's environment: this process's, with the database URL (which may hold a
+        password) in ``TUNEFORGE_DATABASE_URL``."""
+        return {**os.environ, DATABASE_URL_ENV: self.database_url}
 
     def _supervise(self, job_id: str) -> tuple[int, str | None]:
         """Wait for the child, renewing the lease; stop it when the job is no longer ours."""
