@@ -15,6 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from tuneforge.data.report import format_duration
+
 
 class TrainingProgress:
     """Event listener that draws a progress bar and prints one line per evaluation."""
@@ -97,15 +99,7 @@ def plan_text(plan: dict[str, Any]) -> str:
         f"{plan['min_steps_before_stopping']}; max length {plan['max_length']}, "
         f"{plan['truncated_texts']} cut\n"
         f"  {plan['method']}, {plan['precision']}, {plan['threads']} thread(s); estimated "
-        f"{_duration(plan['estimated_seconds'])} (measured here: "
+        f"{format_duration(plan['estimated_seconds'])} (measured here: "
         f"{m['tokens_per_s']:,.0f} tokens/s)\n"
         f"  {plan['threads_reason']}"
     )
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -338,7 +338,7 @@ def render_data_report(report: dict) -> RenderableType:
         est = report["estimated_training"]
         parts.append(
             Text(
-                f"Estimated training time: ~{_duration(est['seconds_per_epoch'])} per epoch "
+                f"Estimated training time: ~{format_duration(est['seconds_per_epoch'])} per epoch "
                 f"({est['tokens_per_epoch']:,} tokens at {est['throughput_tokens_per_s']:,.0f}"
                 " tokens/s, a rough figure scaled from a reference CPU; `tuneforge train` "
                 "measures this machine before its first step)"
@@ -402,7 +402,8 @@ def _warnings_text(warnings: list[str]) -> Text:
     return Text("\n".join(f"warning: {w}" for w in warnings), style="yellow")
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``7 min`` or ``1.5 h``: a time estimate as people read it."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
