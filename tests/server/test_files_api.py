@@ -170,7 +170,7 @@ def test_list_pages_and_filters(server: LiveServer):
         assert client.get("/v1/files", params={"after": "file-unknown"}).json()["data"] == []
         for bad in ({"limit": 0}, {"order": "sideways"}):
             response = client.get("/v1/files", params=bad)
-            assert response.status_code == 422 and response.json()["error"]["param"] in bad
+            assert response.status_code == 400 and response.json()["error"]["param"] in bad
 
 
 # ------------------------------------------------------------------ refused uploads
@@ -237,9 +237,9 @@ def test_unknown_purpose_is_refused(server: LiveServer, client):
         upload(client, "t.csv", CSV, purpose="assistants"), 400, "invalid_purpose", "purpose"
     )
     response = client.post("/v1/files", files={"file": ("t.csv", CSV)})  # no purpose at all
-    assert response.status_code == 422 and response.json()["error"]["param"] == "purpose"
+    assert response.status_code == 400 and response.json()["error"]["param"] == "purpose"
     response = client.post("/v1/files", data={"purpose": "fine-tune"})  # no file at all
-    assert response.status_code == 422 and response.json()["error"]["param"] == "file"
+    assert response.status_code == 400 and response.json()["error"]["param"] == "file"
     assert stored(server) == before
 
 

@@ -136,10 +136,10 @@ def test_threshold_abstains_below_it(env: Env, client):
         ({"input": []}, 400, "empty_input", "input"),
         ({"input": ["x"] * (MAX_INPUTS + 1)}, 400, "too_many_inputs", "input"),
         ({"input": "x" * (MAX_CHARS + 1)}, 400, "input_too_long", "input"),
-        ({"input": "x", "top_k": 0}, 422, "invalid_request", "top_k"),
-        ({"input": "x", "threshold": 1.5}, 422, "invalid_request", "threshold"),
-        ({"input": 42}, 422, "invalid_request", "input"),
-        ({"input": ["ok", None]}, 422, "invalid_request", "input"),
+        ({"input": "x", "top_k": 0}, 400, "invalid_request", "top_k"),
+        ({"input": "x", "threshold": 1.5}, 400, "invalid_request", "threshold"),
+        ({"input": 42}, 400, "invalid_request", "input"),
+        ({"input": ["ok", None]}, 400, "invalid_request", "input"),
     ],
 )
 def test_classify_refuses_bad_input(env: Env, client, body, status, code, param):
@@ -208,10 +208,10 @@ def test_chat_completion_refusals(env: Env, client):
     )
     assert "stream" in error["message"].lower()
     assert_error(chat(client, model=TINY, messages=user), 400, "not_a_classifier", "model")
-    assert chat(client, model=env.first, messages=[]).status_code == 422
-    assert chat(client, model=env.first, messages=user, n=2).status_code == 422
+    assert chat(client, model=env.first, messages=[]).status_code == 400
+    assert chat(client, model=env.first, messages=user, n=2).status_code == 400
     bad_role = [{"role": "wizard", "content": "good"}]
-    assert chat(client, model=env.first, messages=bad_role).status_code == 422
+    assert chat(client, model=env.first, messages=bad_role).status_code == 400
 
 
 # ------------------------------------------------------------------ models and aliases
@@ -239,8 +239,8 @@ def test_alias_promote_classify_rollback_and_delete(env: Env, client):
     )
     # an alias names a fine-tuned model, never a base model or another alias' name pattern
     assert client.put("/v1/aliases/production", json={"model": TINY}).status_code == 404
-    assert client.put("/v1/aliases/bad name!", json={"model": a}).status_code in (404, 422)
-    assert client.put("/v1/aliases/-x", json={"model": a}).status_code == 422
+    assert client.put("/v1/aliases/bad name!", json={"model": a}).status_code in (404, 400)
+    assert client.put("/v1/aliases/-x", json={"model": a}).status_code == 400
 
     promoted = client.put("/v1/aliases/production", json={"model": a}).json()
     assert promoted["name"] == "production" and promoted["object"] == "alias"

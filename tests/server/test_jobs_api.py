@@ -184,7 +184,7 @@ def test_request_errors_create_no_job(idle: Env):
     )
     assert error["param"] == "validation_file"
     error = assert_error(
-        idle.create(training_file=idle.train, integrations=[{"type": "comet"}]), 422
+        idle.create(training_file=idle.train, integrations=[{"type": "comet"}]), 400
     )
     assert error["param"].startswith("integrations")
     error = assert_error(idle.create(training_file=idle.train, test_file="file-nope"), 404)
@@ -222,7 +222,7 @@ BAD_BODIES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_BODIES), ids=list(BAD_BODIES))
-def test_invalid_bodies_are_422_with_the_envelope(idle: Env, case: str):
+def test_invalid_bodies_are_400_with_the_envelope(idle: Env, case: str):
     before = idle.job_count()
     body, param = BAD_BODIES[case]
     body = {"model": TINY, "training_file": idle.train, **body}
@@ -230,7 +230,7 @@ def test_invalid_bodies_are_422_with_the_envelope(idle: Env, case: str):
         body.pop("training_file")
     with idle.client() as c:
         response = c.post("/v1/fine_tuning/jobs", json=body)
-    error = assert_error(response, 422, "invalid_request")
+    error = assert_error(response, 400, "invalid_request")
     assert error["param"] == param or error["param"].startswith(param + "."), error
     assert param.split(".")[-1] in error["message"]
     assert idle.job_count() == before
@@ -245,7 +245,7 @@ def test_bodies_that_are_not_a_json_object_are_refused(idle: Env, content: bytes
         response = c.post(
             "/v1/fine_tuning/jobs", content=content, headers={"content-type": "application/json"}
         )
-    assert response.status_code in (400, 422), response.text
+    assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert error["param"] is None or not error["param"][0].isdigit(), error
@@ -359,7 +359,7 @@ def test_job_list_pagination(idle: Env):
             page = c.get("/v1/fine_tuning/jobs", params={"after": after}).json()
             assert page == {"object": "list", "data": [], "has_more": False}
         for bad in ({"limit": 0}, {"limit": 101}, {"limit": "x"}):
-            assert_error(c.get("/v1/fine_tuning/jobs", params=bad), 422, "invalid_request")
+            assert_error(c.get("/v1/fine_tuning/jobs", params=bad), 400, "invalid_request")
 
 
 def test_event_pagination_returns_strictly_older_events(idle: Env):
@@ -394,7 +394,7 @@ def test_event_pagination_returns_strictly_older_events(idle: Env):
         error = assert_error(c.get("/v1/fine_tuning/jobs/ftjob-nope/events"), 404, "not_found")
         assert error["param"] == "fine_tuning_job_id"
         params = {"limit": 1001}
-        assert_error(c.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params=params), 422)
+        assert_error(c.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params=params), 400)
 
 
 # ------------------------------------------------------------------ a LoRA job end to end

@@ -42,17 +42,17 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-# Documented for every /v1 operation (OpenAPI), instead of FastAPI's default 422 shape.
+# Documented for every /v1 operation (OpenAPI), instead of FastAPI's default 422 shape:
+# validation errors answer 400, as OpenAI's API does for invalid parameters.
 ERROR_RESPONSES: dict[int | str, dict] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in (
-        (400, "Invalid request"),
+        (400, "Invalid request (validation errors included; `param` names the field)"),
         (401, "Missing, invalid or revoked API key"),
         (403, "The API key lacks the scope"),
         (404, "No such object in the key's project"),
         (409, "Conflicts with the object's state"),
         (413, "Request body too large"),
-        (422, "Request validation failed"),
         (429, "Rate limit exceeded (see Retry-After)"),
         (503, "Overloaded (see Retry-After)"),
         (504, "Timed out"),
@@ -134,7 +134,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "json_invalid":  # loc is ("body", offset): no parameter
             ctx = first.get("ctx") or {}
             return envelope(
-                422,
+                400,
                 f"Invalid request: the body is not valid JSON ({ctx.get('error', 'decode error')} "
                 f"at character {loc[0] if loc else '?'}).",
                 "invalid_json",
@@ -144,7 +144,7 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
             for e in errors[:5]
         )
-        return envelope(422, f"Invalid request: {message}", "invalid_request", param)
+        return envelope(400, f"Invalid request: {message}", "invalid_request", param)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
