@@ -3,8 +3,14 @@
 A request (one or more texts) waits at most ``max_wait_ms`` for others to join; a batch holds
 at most ``max_batch_size`` texts (inside it, the backend sorts by length so padding stays
 small). The queue is bounded: when ``max_queue`` texts are waiting, new requests are refused
-at once (the server answers 503 with ``Retry-After``) instead of piling up. A request that
-times out gives up its place: texts not yet started are dropped from the queue.
+at once (the server answers 503 with ``Retry-After``) instead of piling up; a request that
+arrives when no text is waiting is always taken, however many texts it has, so the largest
+request the caller allows gets in on an idle model. A request that times out gives up its
+place: texts not yet started are dropped from the queue.
+
+A batch that fails is run again request by request, so one request whose texts break the
+model (say, text the tokenizer refuses) fails alone instead of taking the others of its batch
+down with it; a failed request gives up its texts still waiting.
 
 Batches run one at a time per model in a worker thread, so the event loop stays free.
 """
@@ -64,7 +70,8 @@ class MicroBatcher:
             called in a worker thread.
         max_batch_size: Most texts per batch.
         max_wait_ms: Longest a request waits for others before its batch starts.
-        max_queue: Most texts waiting; more are refused with ``QueueFull``.
+        max_queue: Most texts waiting; more are refused with ``QueueFull`` (a request that
+            finds no text waiting is taken whatever its size).
         executor: Threads that run batches (shared by many models); one batch of this
             model runs at a time either way. Default: a thread of its own.
         idle_seconds: The batching task ends after this long without requests (it starts
@@ -106,7 +113,7 @@ class MicroBatcher:
         if not texts:
             raise ValueError("no texts")
         self._ensure_task()
-        if self._queued + len(texts) > self.max_queue:
+        if self._queued and self._queued + len(texts) > self.max_queue:
             self.stats.rejected += 1
             batches_ahead = max(1, self._queued // self.max_batch_size)
             raise QueueFull(retry_after=max(1.0, batches_ahead * self._batch_seconds))
@@ -171,22 +178,53 @@ class MicroBatcher:
             try:
                 rows = await loop.run_in_executor(self._executor, self.run, texts)
             except Exception as exc:
-                for req, _ in batch:
-                    if not req.future.done():
-                        req.future.set_exception(exc)
+                await self._run_alone(batch, exc)
                 continue
             elapsed = time.perf_counter() - started
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
-            self.stats.batches += 1
-            self.stats.texts += len(batch)
-            self.stats.max_batch = max(self.stats.max_batch, len(batch))
-            self.stats.batch_sizes.append(len(batch))
-            del self.stats.batch_sizes[:-1000]
-            for (req, i), row in zip(batch, rows, strict=True):
-                req.rows[i] = row
-                req.remaining -= 1
-                if req.remaining == 0 and not req.future.done():
-                    req.future.set_result(np.stack(cast(list[np.ndarray], req.rows)))  # all filled
+            self._deliver(batch, rows)
+
+    async def _run_alone(self, batch: list[tuple[_Request, int]], error: Exception) -> None:
+        """Run a failed batch again one request at a time: only the requests that fail on
+        their own get the error (a batch of one request gets ``error`` without a rerun)."""
+        loop = asyncio.get_running_loop()
+        groups: dict[int, list[tuple[_Request, int]]] = {}
+        for item in batch:
+            groups.setdefault(id(item[0]), []).append(item)
+        for items in groups.values():
+            request = items[0][0]
+            if request.cancelled or request.future.done():
+                continue
+            if len(groups) == 1:
+                self._fail(request, error)
+                continue
+            texts = [request.texts[i] for _, i in items]
+            try:
+                rows = await loop.run_in_executor(self._executor, self.run, texts)
+            except Exception as exc:
+                self._fail(request, exc)
+                continue
+            self._deliver(items, rows)
+
+    def _fail(self, request: _Request, error: Exception) -> None:
+        """Give the request its error; its texts still waiting leave the queue."""
+        if not request.future.done():
+            request.future.set_exception(error)
+        request.cancelled = True
+        self._drop_cancelled()
+
+    def _deliver(self, batch: list[tuple[_Request, int]], rows: np.ndarray) -> None:
+        """Hand out a batch's rows; a request whose last row arrives is answered."""
+        self.stats.batches += 1
+        self.stats.texts += len(batch)
+        self.stats.max_batch = max(self.stats.max_batch, len(batch))
+        self.stats.batch_sizes.append(len(batch))
+        del self.stats.batch_sizes[:-1000]
+        for (req, i), row in zip(batch, rows, strict=True):
+            req.rows[i] = row
+            req.remaining -= 1
+            if req.remaining == 0 and not req.future.done():
+                req.future.set_result(np.stack(cast(list[np.ndarray], req.rows)))  # all filled
 
     @property
     def queued(self) -> int:

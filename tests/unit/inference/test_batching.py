@@ -130,3 +130,86 @@ def test_an_error_in_the_model_reaches_every_request_of_the_batch():
 
     results = run(main())
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+POISON = "\ud800 poisoned"  # a lone surrogate: the real tokenizer raises TypeError on it
+
+
+def strict(texts):
+    """Like ``lengths``, but fails the whole call on a poisoned text, as a tokenizer would."""
+    if any("\ud800" in t for t in texts):
+        raise TypeError("TextEncodeInput must be Union[TextInputSequence, ...]")
+    return lengths(texts)
+
+
+def test_a_failing_batch_is_retried_request_by_request_so_only_the_bad_request_fails():
+    calls: list[list[str]] = []
+
+    def recording(texts):
+        calls.append(list(texts))
+        return strict(texts)
+
+    async def main():
+        batcher = MicroBatcher(recording, max_batch_size=16, max_wait_ms=50)
+        honest = [[f"honest {i}"] for i in range(5)] + [["two", "texts"]]
+        results = await asyncio.gather(
+            *(batcher.submit(t) for t in honest[:3]),
+            batcher.submit(["fine", POISON]),  # one bad text fails its whole request
+            *(batcher.submit(t) for t in honest[3:]),
+            return_exceptions=True,
+        )
+        await batcher.close()
+        return honest, results, batcher.stats
+
+    honest, results, stats = run(main())
+    assert len(calls[0]) == 9  # all requests did share one batch, which failed
+    poisoned = results[3]
+    assert isinstance(poisoned, TypeError)
+    good = results[:3] + results[4:]
+    for texts, rows in zip(honest, good, strict=True):
+        assert not isinstance(rows, BaseException), rows
+        assert rows[:, 0].tolist() == [len(t) for t in texts]  # each its own answer
+    assert all(len(c) <= 2 for c in calls[1:])  # the retries ran one request at a time
+    assert stats.texts == 7  # the honest texts were answered once each
+
+
+def test_a_failed_request_gives_up_the_rest_of_its_texts():
+    calls: list[list[str]] = []
+
+    def recording(texts):
+        calls.append(list(texts))
+        return strict(texts)
+
+    async def main():
+        batcher = MicroBatcher(recording, max_batch_size=2, max_wait_ms=0)
+        with pytest.raises(TypeError):
+            await batcher.submit([POISON, "b", "c", "d", "e"])
+        rows = await batcher.submit(["after"])
+        await batcher.close()
+        return rows, batcher.queued
+
+    rows, queued = run(main())
+    assert rows[0, 0] == len("after") and queued == 0
+    ran = [t for call in calls for t in call]
+    assert "e" not in ran  # dropped once the request had failed, not computed for nothing
+
+
+def test_a_request_larger_than_the_queue_is_accepted_when_nothing_waits():
+    gate = threading.Event()
+
+    def slow(texts):
+        gate.wait(5)
+        return lengths(texts)
+
+    async def main():
+        batcher = MicroBatcher(slow, max_batch_size=2, max_wait_ms=0, max_queue=4)
+        big = asyncio.ensure_future(batcher.submit(["t"] * 10))  # 10 > 4, but the queue is empty
+        await asyncio.sleep(0.05)
+        with pytest.raises(QueueFull):  # while its texts wait, the bound holds for others
+            await batcher.submit(["x"])
+        gate.set()
+        rows = await big
+        await batcher.close()
+        return rows
+
+    assert len(run(main())) == 10
