@@ -162,12 +162,12 @@ def test_server_answers_503_when_the_queue_is_full_and_504_past_the_timeout(
             assert picked != "torch"
             assert ready.status_code == 200 and ready.json()["backend"] == picked
             assert client.get("/readyz", params={"model": "ft:nope"}).status_code == 503
-            over = client.post(
+            # a request larger than the queue is taken when nothing waits (an idle model
+            # accepts any request the API allows); the bound holds while texts wait
+            big = client.post(
                 "/v1/classify", json={"model": model_id, "input": ["a", "b", "c", "d"]}
             )
-            assert over.status_code == 503
-            assert over.json()["error"]["code"] == "overloaded"
-            assert int(over.headers["Retry-After"]) >= 1
+            assert big.status_code == 200, big.text
 
             async def burst():
                 async with httpx.AsyncClient(
@@ -180,8 +180,12 @@ def test_server_answers_503_when_the_queue_is_full_and_504_past_the_timeout(
                         )
                     )
 
-            codes = sorted(r.status_code for r in asyncio.run(burst()))
+            answers = asyncio.run(burst())
+            codes = sorted(r.status_code for r in answers)
             assert 200 in codes and 503 in codes  # the queue bound holds under concurrency
+            for over in (r for r in answers if r.status_code == 503):
+                assert over.json()["error"]["code"] == "overloaded"
+                assert int(over.headers["Retry-After"]) >= 1
         server.state.settings.request_timeout_seconds = 0.001
         with server.http(key) as client:
             slow = client.post("/v1/classify", json={"model": model_id, "input": ["good"]})

@@ -119,10 +119,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        code = {404: "not_found", 405: "method_not_allowed", 413: "file_too_large"}.get(
+        # limits.BodyTooLarge carries its own code and param (an upload's or a JSON body's)
+        code = getattr(exc, "code", None) or {404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code
         )
-        param = "file" if exc.status_code == 413 else None  # as limits.BodySizeLimit answers
+        param = getattr(exc, "param", None)
         return envelope(exc.status_code, message, code, param, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)

@@ -11,24 +11,32 @@ UPLOAD_PATHS = ("/v1/files",)
 DEFAULT_BODY_LIMIT = 8 * 1024 * 1024  # JSON requests
 
 
-def too_large_message(limit: int) -> str:
-    """The 413 message."""
+def too_large_message(limit: int, upload: bool = True) -> str:
+    """The 413 message: an upload names the setting that raises its limit; any other
+    request names the JSON body limit."""
+    if upload:
+        return (
+            f"Request body too large: the limit is {limit} bytes "
+            "(TUNEFORGE_MAX_UPLOAD_BYTES for uploads)."
+        )
     return (
-        f"Request body too large: the limit is {limit} bytes "
-        "(TUNEFORGE_MAX_UPLOAD_BYTES for uploads)."
+        f"Request body too large: the limit for a JSON request is {limit / 2**20:g} MiB "
+        f"({limit} bytes); send fewer or shorter inputs per request."
     )
 
 
-class _TooLarge(HTTPException):
+class BodyTooLarge(HTTPException):
     """A body grew past its limit while streaming in.
 
     An ``HTTPException`` because FastAPI turns any other exception raised while it parses a
     body (a multipart upload) into a 400; this one it re-raises, and the error handlers
-    answer 413 with the envelope.
+    answer 413 with the envelope, with this error's ``code`` and ``param``.
     """
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, too_large_message(limit))
+    def __init__(self, limit: int, upload: bool) -> None:
+        super().__init__(413, too_large_message(limit, upload))
+        self.code = "file_too_large" if upload else "request_too_large"
+        self.param = "file" if upload else None
 
 
 class BodySizeLimit:
@@ -47,11 +55,12 @@ class BodySizeLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.upload_limit if scope["path"] in UPLOAD_PATHS else DEFAULT_BODY_LIMIT
+        upload = scope["path"] in UPLOAD_PATHS
+        limit = self.upload_limit if upload else DEFAULT_BODY_LIMIT
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_413(send, limit)
+            await _send_413(send, BodyTooLarge(limit, upload))
             return
         seen = 0
         started = False
@@ -62,7 +71,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge(limit)
+                    raise BodyTooLarge(limit, upload)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -73,19 +82,19 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
+        except BodyTooLarge as exc:
             if not started:
-                await _send_413(send, limit)
+                await _send_413(send, exc)
 
 
-async def _send_413(send: Send, limit: int) -> None:
+async def _send_413(send: Send, error: BodyTooLarge) -> None:
     body = json.dumps(
         {
             "error": {
-                "message": too_large_message(limit),
+                "message": error.detail,
                 "type": "invalid_request_error",
-                "param": "file",
-                "code": "file_too_large",
+                "param": error.param,
+                "code": error.code,
             }
         }
     ).encode()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import time
 from typing import Any
 
@@ -18,6 +20,11 @@ from tuneforge.server.services.models import bundle_for
 from tuneforge.server.state import AppState
 
 RESOLVE_TTL = 1.0  # seconds a (project, model name) -> model id lookup is reused
+# A lone UTF-16 surrogate: valid in JSON ("\ud800") and in a Python str, but not Unicode
+# text; UTF-8 cannot encode it and the tokenizers refuse it.
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+log = logging.getLogger("tuneforge.server")
 
 
 def _load(state: AppState, project: str, model: str) -> LoadedModel:
@@ -56,7 +63,8 @@ async def predict(
     threshold: float | None,
 ) -> tuple[LoadedModel, list[Prediction], int]:
     """Resolve the model (loading it off the event loop), then classify through its
-    micro-batcher; 503 when its queue is full, 504 past the request timeout.
+    micro-batcher; 503 when its queue is full, 504 past the request timeout, 500 (logged, no
+    details in the answer) when the model fails on these texts.
 
     Returns:
         The model, one prediction per text, and the number of tokens the texts took.
@@ -79,25 +87,40 @@ async def predict(
             "send fewer texts.",
             code="timeout",
         ) from None
+    except Exception:  # the batcher isolates it: only this request failed
+        log.exception("inference failed for model %s", loaded.model_id)
+        raise APIError(
+            500,
+            f"Model {loaded.model_id} could not classify this request (the server log has the "
+            "details); other requests are not affected.",
+            code="inference_error",
+        ) from None
     state.metrics.predictions.labels(loaded.model_id).inc(len(texts))
     tokens = int(rows[:, -1].sum())
     probs = rows[:, :-1]
     return loaded, loaded.predictor.decide(probs, top_k=top_k, threshold=threshold), tokens
 
 
-def _check_texts(texts: list[str], param: str) -> None:
-    if not texts:
-        raise APIError(400, "No input to classify.", code="empty_input", param=param)
-    if len(texts) > MAX_INPUTS:
-        raise APIError(
-            400, f"At most {MAX_INPUTS} inputs per request.", code="too_many_inputs", param=param
-        )
-    for i, text in enumerate(texts):
+def _check_texts(texts: list[str], params: list[str]) -> None:
+    """400 unless each text is valid Unicode of at most ``MAX_CHARS`` characters;
+    ``params[i]`` names text ``i`` in the request."""
+    for text, param in zip(texts, params, strict=True):
         if len(text) > MAX_CHARS:
             raise APIError(
                 400,
-                f"Input {i} is longer than {MAX_CHARS} characters.",
+                f"'{param}' is longer than {MAX_CHARS} characters.",
                 code="input_too_long",
+                param=param,
+            )
+        bad = SURROGATE.search(text)
+        if bad is not None:
+            raise APIError(
+                400,
+                f"'{param}' is not valid Unicode text: it holds a lone UTF-16 surrogate "
+                f"(U+{ord(bad.group()):04X}) at character {bad.start()}, which UTF-8 cannot "
+                "encode; send valid Unicode (in JSON, a \\uD800-\\uDFFF escape must be "
+                "half of a surrogate pair).",
+                code="invalid_text",
                 param=param,
             )
 
@@ -111,8 +134,20 @@ async def classify(
     threshold: float | None,
 ) -> dict[str, Any]:
     """Labels and scores for every input."""
-    texts = [inputs] if isinstance(inputs, str) else list(inputs)
-    _check_texts(texts, "input")
+    if isinstance(inputs, str):
+        texts, params = [inputs], ["input"]
+    else:
+        texts, params = list(inputs), [f"input.{i}" for i in range(len(inputs))]
+    if not texts:
+        raise APIError(400, "No input to classify.", code="empty_input", param="input")
+    if len(texts) > MAX_INPUTS:
+        raise APIError(
+            400,
+            f"At most {MAX_INPUTS} inputs per request; send the others in further requests.",
+            code="too_many_inputs",
+            param="input",
+        )
+    _check_texts(texts, params)
     loaded, predictions, tokens = await predict(state, project, model, texts, top_k, threshold)
     model_id = loaded.model_id
     return {
@@ -147,7 +182,7 @@ async def chat_completion(state: AppState, project: str, body: ChatRequest) -> d
             code="unsupported",
             param="stream",
         )
-    users = [m for m in body.messages if m.role == "user"]
+    users = [i for i, m in enumerate(body.messages) if m.role == "user"]
     if not users:
         raise APIError(
             400,
@@ -155,8 +190,19 @@ async def chat_completion(state: AppState, project: str, body: ChatRequest) -> d
             code="no_user_message",
             param="messages",
         )
-    text = _text_of(users[-1])
-    _check_texts([text], "messages")
+    index = users[-1]
+    param = f"messages.{index}.content"
+    text = _text_of(body.messages[index])
+    if not text.strip():
+        raise APIError(
+            400,
+            f"The last user message (messages[{index}]) has no text to classify: give it "
+            "text content (a string or parts of type 'text'); other parts (images, audio) "
+            "are not read.",
+            code="empty_input",
+            param=param,
+        )
+    _check_texts([text], [param])
     top = body.top_logprobs or 0
     loaded, (prediction,), prompt_tokens = await predict(
         state, project, body.model, [text], max(top, 1), None
