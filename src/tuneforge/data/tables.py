@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
-import io
 import json
+import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,33 @@ _RAGGED_FIX = (
 )
 _JSONL_FIX = 'write one JSON object per line, e.g. {"text": "great film", "label": "positive"}'
 _MAX_LISTED = 20
+_SURROGATE_FIX = (
+    "remove the character: a lone UTF-16 surrogate is not text (a \\uXXXX escape of a "
+    "character outside the BMP needs its pair, e.g. \\ud83d\\ude00)"
+)
+_NESTED_FIX = "a record holds a text and a label: flatten the nested arrays or objects"
+_PARQUET_BATCH_ROWS = 65_536
+
+
+class TableTooLarge(InputError):
+    """A file over a cap of ``read_table``: more rows than ``max_rows`` or more bytes of data,
+    once decompressed, than ``max_bytes``.
+
+    Attributes:
+        limit: ``"rows"`` or ``"bytes"``: which cap the file exceeds.
+        cap: The cap.
+        found: How many rows or bytes the file holds, or None where reading stopped at the cap.
+    """
+
+    def __init__(self, source: str, limit: str, cap: int, found: int | None) -> None:
+        self.limit = limit
+        self.cap = cap
+        self.found = found
+        what = "rows" if limit == "rows" else "bytes of data once decompressed"
+        held = f"{found:,}" if found is not None else f"more than {cap:,}"
+        message = f"the file holds {held} {what}; the limit is {cap:,}"
+        fix = "split the file, or keep a sample of its rows"
+        super().__init__(f"{source}: {message}", [Problem(source, message, fix)])
 
 
 def read_table(
@@ -87,6 +115,8 @@ def read_table(
     multi_label: bool = False,
     label_separator: str = "|",
     max_problems: int = 50,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
 ) -> Table:
     """Read and validate one labelled file.
 
@@ -103,16 +133,23 @@ def read_table(
             (CSV cell, JSON string, chat answer) split on ``label_separator``.
         label_separator: Separator of several labels in one string (multi-label only).
         max_problems: How many problems to list before summarising the rest.
+        max_rows: Refuse a file with more rows: lines of a CSV/TSV (below the header) or JSONL
+            file, rows of a Parquet file. Checked before the rows are parsed.
+        max_bytes: Refuse a file whose data takes more bytes once decompressed: a text file's
+            size; the text and label columns of a Parquet file as decoded (strings plain,
+            not dictionary-encoded), measured from its footer and then batch by batch
+            before the file is read.
 
     Returns:
         The texts, label tuples and line numbers of every record.
 
     Raises:
+        TableTooLarge: The file exceeds ``max_rows`` or ``max_bytes``.
         InputError: The file is missing, unreadable or invalid; ``problems`` lists each
             problem with its line (row for Parquet), column and fix.
     """
     spec = _Spec(text_column, label_column, multi_label, label_separator, need_label=True)
-    return _read(path, spec, max_problems)
+    return _read(path, spec, max_problems, _Caps(max_rows, max_bytes))
 
 
 def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:
@@ -134,7 +171,7 @@ def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:
     if Path(path).suffix.lower() == ".txt":
         return _read_txt(path)
     spec = _Spec(text_column, None, False, "|", need_label=False)
-    return _read(path, spec, max_problems=50).texts
+    return _read(path, spec, 50, _Caps(None, None)).texts
 
 
 # ---------------------------------------------------------------- plumbing
@@ -149,6 +186,14 @@ class _Spec:
     multi_label: bool
     separator: str
     need_label: bool
+
+
+@dataclass(frozen=True)
+class _Caps:
+    """Limits on what a file may hold (None: no limit)."""
+
+    rows: int | None
+    bytes: int | None
 
 
 class _Raw(NamedTuple):
@@ -219,15 +264,25 @@ def _fail(source: str, message: str, fix: str, line: int | None = None) -> NoRet
     raise InputError(f"{source}: {message}", [Problem(source, message, fix, line)])
 
 
-def _read(path: str | Path, spec: _Spec, max_problems: int) -> Table:
+def _read(path: str | Path, spec: _Spec, max_problems: int, caps: _Caps) -> Table:
     source = str(path)
     _check_path(source)
     fmt = _format_of(source)
+    if fmt != "parquet" and caps.bytes is not None:
+        size = _size(source)
+        if size > caps.bytes:
+            raise TableTooLarge(source, "bytes", caps.bytes, size)
     data = _read_bytes(source)
     if not data.removeprefix(_UTF8_BOM).strip():
         _fail(source, "the file is empty", "write a header line and one labelled record per line")
+    if fmt != "parquet" and caps.rows is not None:
+        # Lines bound the records (and the memory parsing takes) before any is parsed.
+        lines = data.count(b"\n") + (not data.endswith(b"\n")) - (fmt != "jsonl")
+        if lines > caps.rows:
+            raise TableTooLarge(source, "rows", caps.rows, lines)
     problems = _Problems(source, max_problems)
-    table = _build_table(source, _parse(fmt, data, spec, problems), spec, problems)
+    parsed = _parse(source, fmt, data, spec, problems, caps)
+    table = _build_table(source, parsed, spec, problems)
     table.sha256 = hashlib.sha256(data).hexdigest()
     problems.raise_if_any()
     return table
@@ -242,6 +297,13 @@ def _check_path(source: str) -> None:
         _fail(source, "is a directory, not a file", _directory_fix(path))
     if not path.exists():
         _fail(source, "file not found", _missing_fix(path))
+
+
+def _size(source: str) -> int:
+    try:
+        return Path(source).stat().st_size
+    except OSError as exc:
+        _fail(source, f"cannot read the file: {exc.strerror}", "check the file's permissions")
 
 
 def _read_bytes(source: str) -> bytes:
@@ -288,10 +350,12 @@ def _format_of(source: str) -> str:
     return FORMATS[suffix]
 
 
-def _parse(fmt: str, data: bytes, spec: _Spec, problems: _Problems) -> _Parsed:
+def _parse(
+    source: str, fmt: str, data: bytes, spec: _Spec, problems: _Problems, caps: _Caps
+) -> _Parsed:
     """Dispatch on the format."""
     if fmt == "parquet":
-        return _read_parquet(data, spec, problems)
+        return _read_parquet(source, data, spec, problems, caps)
     text = _decode(data, problems)
     if text is None or _has_nul(text, problems):
         return _Parsed(fmt, [], _NO_COLUMNS)
@@ -401,7 +465,7 @@ def _read_delimited(text: str, fmt: str, spec: _Spec, problems: _Problems) -> _P
         # Long texts are not errors; no field can be longer than the whole file. The limit is
         # process-wide, so it is only ever raised, never lowered.
         csv.field_size_limit(len(text))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    reader = csv.reader(_lines(text), delimiter=delimiter, strict=True)
     rows = _csv_rows(reader, problems)
     first = next(rows, None)
     if first is None:
@@ -426,6 +490,16 @@ def _read_delimited(text: str, fmt: str, spec: _Spec, problems: _Problems) -> _P
         message = "the file has a header but no records"
         problems.add(message, "add one labelled record per line below the header", header_line)
     return _Parsed(fmt, records, columns or _NO_COLUMNS)
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of a text with their ends (``\\n``, ``\\r\\n`` or ``\\r``), one at a time:
+    what ``io.StringIO(text, newline="")`` yields, without its copy of the text at four bytes
+    a character."""
+    return (match.group() for match in _LINE.finditer(text))
 
 
 def _csv_rows(reader, problems: _Problems) -> Iterator[tuple[int, list[str]]]:
@@ -470,12 +544,18 @@ def _read_jsonl(text: str, spec: _Spec, problems: _Problems) -> _Parsed:
 def _json_objects(text: str, problems: _Problems) -> Iterator[tuple[int, dict]]:
     """(line, object) of each non-blank line; bad JSON and non-objects become problems."""
     first = True
-    for number, raw in enumerate(text.split("\n"), 1):
+    for number, raw in enumerate(_split_newlines(text), 1):
         line = raw.strip()
         if not line:
             continue
         try:
             value = json.loads(line)
+        except RecursionError:
+            depth = sys.getrecursionlimit()
+            message = f"the line is nested too deeply to read (over about {depth:,} levels)"
+            problems.add(message, _NESTED_FIX, line=number)
+            first = False
+            continue
         except json.JSONDecodeError as exc:
             hint = _json_hint(line, first)
             message = f"invalid JSON: {exc.msg} (character {exc.colno})"
@@ -490,6 +570,18 @@ def _json_objects(text: str, problems: _Problems) -> Iterator[tuple[int, dict]]:
         else:
             kind = type(value).__name__.replace("dict", "object")
             problems.add(f"the line is a JSON {kind}, not an object", _JSONL_FIX, line=number)
+
+
+def _split_newlines(text: str) -> Iterator[str]:
+    """``text.split("\\n")`` one piece at a time (no list of every line)."""
+    start = 0
+    while True:
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start:end]
+        start = end + 1
 
 
 def _json_hint(line: str, first: bool) -> str:
@@ -556,7 +648,9 @@ def _content_text(content: Any) -> str:
 # ---------------------------------------------------------------- Parquet
 
 
-def _read_parquet(data: bytes, spec: _Spec, problems: _Problems) -> _Parsed:
+def _read_parquet(
+    source: str, data: bytes, spec: _Spec, problems: _Problems, caps: _Caps
+) -> _Parsed:
     """Records of a Parquet file; ``line`` is the 1-based row number."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -570,8 +664,9 @@ def _read_parquet(data: bytes, spec: _Spec, problems: _Problems) -> _Parsed:
         columns = _resolve_columns(parquet.schema_arrow.names, spec, problems, None)
         if columns is None:
             return _Parsed("parquet", [], _NO_COLUMNS)
-        wanted = [c for c in (columns.text, columns.label) if c is not None]
-        table = parquet.read(columns=list(dict.fromkeys(wanted)))
+        wanted = list(dict.fromkeys(c for c in (columns.text, columns.label) if c is not None))
+        _check_parquet_caps(source, data, parquet, wanted, caps)
+        table = parquet.read(columns=wanted)
         texts = table.column(columns.text).to_pylist()
         labels = table.column(columns.label).to_pylist() if columns.label else [None] * len(texts)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -581,6 +676,76 @@ def _read_parquet(data: bytes, spec: _Spec, problems: _Problems) -> _Parsed:
         problems.add("the file has no rows", "export a table with at least one labelled row")
     records = [_Raw(i, t, lab) for i, (t, lab) in enumerate(zip(texts, labels, strict=True), 1)]
     return _Parsed("parquet", records, columns)
+
+
+def _check_parquet_caps(source: str, data: bytes, parquet, wanted: list[str], caps: _Caps) -> None:
+    """Refuse a Parquet file over the caps before its columns are decoded.
+
+    The footer gives the rows and a lower bound of the decoded size (each column chunk's
+    uncompressed size, and 4 bytes per value). Dictionary and run-length encoding hide the
+    rest (one long string repeated a million times stays tiny even uncompressed), so the
+    columns are then read batch by batch *as dictionaries* and each batch's decoded size
+    computed from the dictionary's lengths: memory stays at the indices of one batch.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = parquet.metadata
+    if caps.rows is not None and meta.num_rows > caps.rows:
+        raise TableTooLarge(source, "rows", caps.rows, meta.num_rows)
+    if caps.bytes is None:
+        return
+    # the leaf columns of the wanted ones ("labels" -> "labels.list.element")
+    paths = {i: parquet.schema.column(i).path for i in range(meta.num_columns)}
+    indices = [i for i, path in paths.items() if any(path.split(".")[0] == name for name in wanted)]
+    leaves = [parquet.schema.column(i) for i in indices]
+    floor = sum(
+        max(chunk.total_uncompressed_size, 4 * chunk.num_values)
+        for group in range(meta.num_row_groups)
+        for chunk in (meta.row_group(group).column(i) for i in indices)
+    )
+    if floor > caps.bytes:
+        raise TableTooLarge(source, "bytes", caps.bytes, None)
+    strings = [leaf.path for leaf in leaves if leaf.physical_type == "BYTE_ARRAY"]
+    as_dictionaries = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings)
+    total = 0
+    for batch in as_dictionaries.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted):
+        total += sum(_decoded_bytes(column) for column in batch.columns)
+        if total > caps.bytes:
+            raise TableTooLarge(source, "bytes", caps.bytes, None)
+
+
+def _decoded_bytes(array) -> int:
+    """Bytes an Arrow array takes decoded: strings plain (4-byte offset + UTF-8 each), lists
+    and structs by their values, dictionaries as if each index were its value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        values = array.dictionary
+        if _is_binary(values.type):
+            lengths = pc.take(pc.binary_length(values), array.indices)
+            return 4 * len(array) + int(pc.sum(lengths).as_py() or 0)
+        return _decoded_bytes(values.take(array.indices))
+    if _is_binary(kind):
+        return 4 * len(array) + int(pc.sum(pc.binary_length(array)).as_py() or 0)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return 4 * len(array) + _decoded_bytes(array.flatten())
+    if pa.types.is_struct(kind):
+        return sum(_decoded_bytes(child) for child in array.flatten())
+    return int(array.nbytes)
+
+
+def _is_binary(kind) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    )
 
 
 def _looks_like(data: bytes) -> str:
@@ -604,6 +769,10 @@ def _build_table(source: str, parsed: _Parsed, spec: _Spec, problems: _Problems)
     for rec in parsed.records:
         text, text_error = _text_of(rec.text)
         labels, label_error = _labels_of(rec.label, spec) if spec.need_label else ((), None)
+        text_error = text_error or _surrogate_error("text", text)
+        label_error = label_error or next(
+            (e for e in (_surrogate_error("label", lab) for lab in labels) if e), None
+        )
         if text_error:
             message = text_error + where.format(rec.line)
             problems.add(message, _text_fix(text_error), rec.line, parsed.columns.text)
@@ -654,13 +823,32 @@ def _scalar(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def _surrogate_error(what: str, value: str) -> str | None:
+    """An error message if ``value`` holds a lone surrogate (valid in JSON, not UTF-8)."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        return (
+            f"the {what} holds a lone UTF-16 surrogate \\u{code:04x} at character "
+            f"{exc.start + 1}, which is not text"
+        )
+    return None
+
+
 def _text_fix(error: str) -> str:
+    if "surrogate" in error:
+        return _SURROGATE_FIX
     if error.startswith("empty"):
         return "write the text, or delete the record"
     return "give the text as a string"
 
 
 def _label_fix(error: str) -> str:
+    if "surrogate" in error:
+        return _SURROGATE_FIX
     if error.startswith("empty"):
         return "label the record, or delete it"
     if "single-label" in error:
