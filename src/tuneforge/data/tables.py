@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
+import io
 import json
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -359,9 +359,21 @@ def _parse(
     text = _decode(data, problems)
     if text is None or _has_nul(text, problems):
         return _Parsed(fmt, [], _NO_COLUMNS)
+    del text  # valid UTF-8: parsed from the bytes a line at a time, no copy of it all held
     if fmt == "jsonl":
-        return _read_jsonl(text, spec, problems)
-    return _read_delimited(text, fmt, spec, problems)
+        return _read_jsonl(_text_lines(data, "\n"), spec, problems)
+    return _read_delimited(_text_lines(data, ""), len(data), fmt, spec, problems)
+
+
+def _text_lines(data: bytes, newline: str) -> Iterator[str]:
+    """The lines of valid UTF-8 ``data`` (BOM dropped), ends kept, decoded one at a time.
+
+    ``newline=""`` ends lines at ``\\n``, ``\\r\\n`` or ``\\r`` (what the csv module wants);
+    ``"\\n"`` only at ``\\n`` (JSON lines).
+    """
+    return io.TextIOWrapper(
+        io.BytesIO(data.removeprefix(_UTF8_BOM)), encoding="utf-8", newline=newline
+    )
 
 
 def _decode(data: bytes, problems: _Problems) -> str | None:
@@ -458,14 +470,16 @@ def _delimiter_hint(header: Sequence[str], delimiter: str) -> str:
 # ---------------------------------------------------------------- CSV / TSV
 
 
-def _read_delimited(text: str, fmt: str, spec: _Spec, problems: _Problems) -> _Parsed:
+def _read_delimited(
+    lines: Iterator[str], size: int, fmt: str, spec: _Spec, problems: _Problems
+) -> _Parsed:
     """Records of a CSV/TSV text; each keeps the physical line where it starts."""
     delimiter = "\t" if fmt == "tsv" else ","
-    if csv.field_size_limit() < len(text):
+    if csv.field_size_limit() < size:
         # Long texts are not errors; no field can be longer than the whole file. The limit is
         # process-wide, so it is only ever raised, never lowered.
-        csv.field_size_limit(len(text))
-    reader = csv.reader(_lines(text), delimiter=delimiter, strict=True)
+        csv.field_size_limit(size)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     rows = _csv_rows(reader, problems)
     first = next(rows, None)
     if first is None:
@@ -492,16 +506,6 @@ def _read_delimited(text: str, fmt: str, spec: _Spec, problems: _Problems) -> _P
     return _Parsed(fmt, records, columns or _NO_COLUMNS)
 
 
-_LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
-
-
-def _lines(text: str) -> Iterator[str]:
-    """The lines of a text with their ends (``\\n``, ``\\r\\n`` or ``\\r``), one at a time:
-    what ``io.StringIO(text, newline="")`` yields, without its copy of the text at four bytes
-    a character."""
-    return (match.group() for match in _LINE.finditer(text))
-
-
 def _csv_rows(reader, problems: _Problems) -> Iterator[tuple[int, list[str]]]:
     """(start line, fields) of each non-blank row; malformed rows become problems."""
     start = 1
@@ -524,9 +528,9 @@ def _csv_rows(reader, problems: _Problems) -> Iterator[tuple[int, list[str]]]:
 # ---------------------------------------------------------------- JSON lines
 
 
-def _read_jsonl(text: str, spec: _Spec, problems: _Problems) -> _Parsed:
+def _read_jsonl(lines: Iterator[str], spec: _Spec, problems: _Problems) -> _Parsed:
     """Records of JSON lines, or of OpenAI chat JSONL when the first has "messages"."""
-    objects = list(_json_objects(text, problems))
+    objects = list(_json_objects(lines, problems))
     if not objects:
         return _Parsed("jsonl", [], _NO_COLUMNS)
     if "messages" in objects[0][1]:
@@ -541,10 +545,10 @@ def _read_jsonl(text: str, spec: _Spec, problems: _Problems) -> _Parsed:
     return _Parsed("jsonl", [r for r in records if r is not None], columns)
 
 
-def _json_objects(text: str, problems: _Problems) -> Iterator[tuple[int, dict]]:
+def _json_objects(lines: Iterator[str], problems: _Problems) -> Iterator[tuple[int, dict]]:
     """(line, object) of each non-blank line; bad JSON and non-objects become problems."""
     first = True
-    for number, raw in enumerate(_split_newlines(text), 1):
+    for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:
             continue
@@ -570,18 +574,6 @@ def _json_objects(text: str, problems: _Problems) -> Iterator[tuple[int, dict]]:
         else:
             kind = type(value).__name__.replace("dict", "object")
             problems.add(f"the line is a JSON {kind}, not an object", _JSONL_FIX, line=number)
-
-
-def _split_newlines(text: str) -> Iterator[str]:
-    """``text.split("\\n")`` one piece at a time (no list of every line)."""
-    start = 0
-    while True:
-        end = text.find("\n", start)
-        if end < 0:
-            yield text[start:]
-            return
-        yield text[start:end]
-        start = end + 1
 
 
 def _json_hint(line: str, first: bool) -> str:
@@ -770,9 +762,8 @@ def _build_table(source: str, parsed: _Parsed, spec: _Spec, problems: _Problems)
         text, text_error = _text_of(rec.text)
         labels, label_error = _labels_of(rec.label, spec) if spec.need_label else ((), None)
         text_error = text_error or _surrogate_error("text", text)
-        label_error = label_error or next(
-            (e for e in (_surrogate_error("label", lab) for lab in labels) if e), None
-        )
+        for label in labels:
+            label_error = label_error or _surrogate_error("label", label)
         if text_error:
             message = text_error + where.format(rec.line)
             problems.add(message, _text_fix(text_error), rec.line, parsed.columns.text)
