@@ -21,13 +21,19 @@ from tuneforge.jobs.tables import File
 
 ROWS = 100
 BYTES = 64 * 1024
+MEMORY = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[ApiServer]:
     root = tmp_path_factory.mktemp("caps")
     settings = server_settings(
-        root, tiny_model, workers=0, max_upload_rows=ROWS, max_upload_decompressed_bytes=BYTES
+        root,
+        tiny_model,
+        workers=0,
+        max_upload_rows=ROWS,
+        max_upload_decompressed_bytes=BYTES,
+        max_upload_memory_bytes=MEMORY,
     )
     with api_server(settings) as app:
         yield app
@@ -126,6 +132,18 @@ def test_a_plain_file_over_the_decompressed_cap_is_refused(api: ApiServer, clien
     assert BYTES < len(big) < api.settings.max_upload_bytes
     before = everything_stored(api)
     assert_refused(upload(client, "big.csv", big), BYTES, "max_upload_decompressed_bytes")
+    assert everything_stored(api) == before
+
+
+def test_a_file_that_would_amplify_in_memory_is_refused(api: ApiServer, client):
+    # 60 KB of "[]," parse into 20,000 lists of 56 bytes each
+    amplifier = b'{"text": "good", "label": [' + b"[]," * 20_000 + b"[]]}\n"
+    assert len(amplifier) < BYTES
+    before = everything_stored(api)
+    message = assert_refused(
+        upload(client, "amp.jsonl", amplifier), MEMORY, "max_upload_memory_bytes"
+    )
+    assert "memory" in message
     assert everything_stored(api) == before
 
 

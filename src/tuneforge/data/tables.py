@@ -86,23 +86,38 @@ _NESTED_FIX = "a record holds a text and a label: flatten the nested arrays or o
 _PARQUET_BATCH_ROWS = 65_536
 
 
+# What reading a file may take in memory, estimated before parsing it (``max_memory``). Not
+# exact, but above what was measured, so that a file cannot amplify past the cap:
+_ROW_MEMORY = 400  # per row: 2,000,000 short CSV rows took ~360 bytes a row
+# per object a file's syntax can create (a CSV field, a JSON value): an empty JSON list or
+# object is 56-64 bytes plus its 8-byte slot, from 3 bytes of input ("[],")
+_OBJECT_MEMORY = 72
+_BYTES_MEMORY = 3  # per byte of data: the bytes, the decoded strings (a 101 MB CSV: 2.5x)
+
+
 class TableTooLarge(InputError):
-    """A file over a cap of ``read_table``: more rows than ``max_rows`` or more bytes of data,
-    once decompressed, than ``max_bytes``.
+    """A file over a cap of ``read_table``: more rows than ``max_rows``, more bytes of data
+    once decompressed than ``max_bytes``, or an estimate of the memory reading it takes over
+    ``max_memory``.
 
     Attributes:
-        limit: ``"rows"`` or ``"bytes"``: which cap the file exceeds.
+        limit: ``"rows"``, ``"bytes"`` or ``"memory"``: which cap the file exceeds.
         cap: The cap.
-        found: How many rows or bytes the file holds, or None where reading stopped at the cap.
+        found: How many rows or bytes the file holds (or the memory estimate), or None where
+            reading stopped at the cap.
     """
 
     def __init__(self, source: str, limit: str, cap: int, found: int | None) -> None:
         self.limit = limit
         self.cap = cap
         self.found = found
-        what = "rows" if limit == "rows" else "bytes of data once decompressed"
         held = f"{found:,}" if found is not None else f"more than {cap:,}"
-        message = f"the file holds {held} {what}; the limit is {cap:,}"
+        if limit == "memory":
+            message = f"reading the file would take about {held} bytes of memory"
+        else:
+            what = "rows" if limit == "rows" else "bytes of data once decompressed"
+            message = f"the file holds {held} {what}"
+        message += f"; the limit is {cap:,}"
         fix = "split the file, or keep a sample of its rows"
         super().__init__(f"{source}: {message}", [Problem(source, message, fix)])
 
@@ -117,6 +132,7 @@ def read_table(
     max_problems: int = 50,
     max_rows: int | None = None,
     max_bytes: int | None = None,
+    max_memory: int | None = None,
 ) -> Table:
     """Read and validate one labelled file.
 
@@ -139,17 +155,20 @@ def read_table(
             size; the text and label columns of a Parquet file as decoded (strings plain,
             not dictionary-encoded), measured from its footer and then batch by batch
             before the file is read.
+        max_memory: Refuse a file that reading may take more memory for, estimated before
+            parsing from its rows, its size and the objects its syntax can create (CSV
+            delimiters; JSON commas, brackets and braces; Parquet values from its footer).
 
     Returns:
         The texts, label tuples and line numbers of every record.
 
     Raises:
-        TableTooLarge: The file exceeds ``max_rows`` or ``max_bytes``.
+        TableTooLarge: The file exceeds ``max_rows``, ``max_bytes`` or ``max_memory``.
         InputError: The file is missing, unreadable or invalid; ``problems`` lists each
             problem with its line (row for Parquet), column and fix.
     """
     spec = _Spec(text_column, label_column, multi_label, label_separator, need_label=True)
-    return _read(path, spec, max_problems, _Caps(max_rows, max_bytes))
+    return _read(path, spec, max_problems, _Caps(max_rows, max_bytes, max_memory))
 
 
 def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:
@@ -171,7 +190,7 @@ def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:
     if Path(path).suffix.lower() == ".txt":
         return _read_txt(path)
     spec = _Spec(text_column, None, False, "|", need_label=False)
-    return _read(path, spec, 50, _Caps(None, None)).texts
+    return _read(path, spec, 50, _Caps(None, None, None)).texts
 
 
 # ---------------------------------------------------------------- plumbing
@@ -194,6 +213,7 @@ class _Caps:
 
     rows: int | None
     bytes: int | None
+    memory: int | None
 
 
 class _Raw(NamedTuple):
@@ -275,11 +295,8 @@ def _read(path: str | Path, spec: _Spec, max_problems: int, caps: _Caps) -> Tabl
     data = _read_bytes(source)
     if not data.removeprefix(_UTF8_BOM).strip():
         _fail(source, "the file is empty", "write a header line and one labelled record per line")
-    if fmt != "parquet" and caps.rows is not None:
-        # Lines bound the records (and the memory parsing takes) before any is parsed.
-        lines = data.count(b"\n") + (not data.endswith(b"\n")) - (fmt != "jsonl")
-        if lines > caps.rows:
-            raise TableTooLarge(source, "rows", caps.rows, lines)
+    if fmt != "parquet":
+        _check_text_caps(source, fmt, data, caps)
     problems = _Problems(source, max_problems)
     parsed = _parse(source, fmt, data, spec, problems, caps)
     table = _build_table(source, parsed, spec, problems)
@@ -297,6 +314,26 @@ def _check_path(source: str) -> None:
         _fail(source, "is a directory, not a file", _directory_fix(path))
     if not path.exists():
         _fail(source, "file not found", _missing_fix(path))
+
+
+def _check_text_caps(source: str, fmt: str, data: bytes, caps: _Caps) -> None:
+    """Refuse a CSV/TSV/JSONL file over the row or memory cap before parsing a line."""
+    lines = data.count(b"\n") + (not data.endswith(b"\n")) - (fmt != "jsonl")
+    if caps.rows is not None and lines > caps.rows:
+        raise TableTooLarge(source, "rows", caps.rows, lines)
+    if caps.memory is None:
+        return
+    # each delimiter (JSON: comma, bracket, brace) can make one more object
+    marks = {"csv": (b",",), "tsv": (b"\t",), "jsonl": (b",", b"[", b"{")}[fmt]
+    objects = sum(data.count(mark) for mark in marks)
+    estimate = _memory_estimate(len(data), objects, lines)
+    if estimate > caps.memory:
+        raise TableTooLarge(source, "memory", caps.memory, estimate)
+
+
+def _memory_estimate(data_bytes: int, objects: int, rows: int) -> int:
+    """What reading a file may take in memory (see ``_ROW_MEMORY`` and its neighbours)."""
+    return _BYTES_MEMORY * data_bytes + _OBJECT_MEMORY * objects + _ROW_MEMORY * max(rows, 0)
 
 
 def _size(source: str) -> int:
@@ -673,10 +710,10 @@ def _read_parquet(
 def _check_parquet_caps(source: str, data: bytes, parquet, wanted: list[str], caps: _Caps) -> None:
     """Refuse a Parquet file over the caps before its columns are decoded.
 
-    The footer gives the rows and a lower bound of the decoded size (each column chunk's
-    uncompressed size, and 4 bytes per value). Dictionary and run-length encoding hide the
-    rest (one long string repeated a million times stays tiny even uncompressed), so the
-    columns are then read batch by batch *as dictionaries* and each batch's decoded size
+    The footer gives the rows, the values and a lower bound of the decoded size (each column
+    chunk's uncompressed size, and 4 bytes per value). Dictionary and run-length encoding
+    hide the rest (one long string repeated a million times stays tiny even uncompressed), so
+    the columns are then read batch by batch *as dictionaries* and each batch's decoded size
     computed from the dictionary's lengths: memory stays at the indices of one batch.
     """
     import pyarrow as pa
@@ -685,26 +722,34 @@ def _check_parquet_caps(source: str, data: bytes, parquet, wanted: list[str], ca
     meta = parquet.metadata
     if caps.rows is not None and meta.num_rows > caps.rows:
         raise TableTooLarge(source, "rows", caps.rows, meta.num_rows)
-    if caps.bytes is None:
+    if caps.bytes is None and caps.memory is None:
         return
     # the leaf columns of the wanted ones ("labels" -> "labels.list.element")
     paths = {i: parquet.schema.column(i).path for i in range(meta.num_columns)}
     indices = [i for i, path in paths.items() if any(path.split(".")[0] == name for name in wanted)]
-    leaves = [parquet.schema.column(i) for i in indices]
-    floor = sum(
-        max(chunk.total_uncompressed_size, 4 * chunk.num_values)
-        for group in range(meta.num_row_groups)
-        for chunk in (meta.row_group(group).column(i) for i in indices)
-    )
-    if floor > caps.bytes:
-        raise TableTooLarge(source, "bytes", caps.bytes, None)
-    strings = [leaf.path for leaf in leaves if leaf.physical_type == "BYTE_ARRAY"]
-    as_dictionaries = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings)
-    total = 0
-    for batch in as_dictionaries.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted):
-        total += sum(_decoded_bytes(column) for column in batch.columns)
-        if total > caps.bytes:
+    chunks = [
+        meta.row_group(group).column(i) for group in range(meta.num_row_groups) for i in indices
+    ]
+    values = sum(chunk.num_values for chunk in chunks)
+
+    def check(decoded: int) -> None:
+        if caps.bytes is not None and decoded > caps.bytes:
             raise TableTooLarge(source, "bytes", caps.bytes, None)
+        estimate = _memory_estimate(decoded, values, meta.num_rows)
+        if caps.memory is not None and estimate > caps.memory:
+            raise TableTooLarge(source, "memory", caps.memory, estimate)
+
+    check(sum(max(chunk.total_uncompressed_size, 4 * chunk.num_values) for chunk in chunks))
+    # past this many decoded bytes a cap is exceeded whatever follows: stop reading there
+    stop = min(c for c in (caps.bytes, caps.memory) if c is not None)
+    strings = [paths[i] for i in indices if parquet.schema.column(i).physical_type == "BYTE_ARRAY"]
+    as_dictionaries = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings)
+    decoded = 0
+    for batch in as_dictionaries.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted):
+        decoded += sum(_decoded_bytes(column) for column in batch.columns)
+        if decoded > stop:
+            break
+    check(decoded)
 
 
 def _decoded_bytes(array) -> int:

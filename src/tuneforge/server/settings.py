@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         description="Most bytes of data in an uploaded file once decompressed (a Parquet "
         "file's text and label columns as decoded; a text file's size).",
     )
+    max_upload_memory_bytes: int = Field(
+        4 * 1024 * 1024 * 1024,
+        gt=0,
+        description="Most memory inspecting one upload may take, estimated before it is "
+        "parsed from its rows, size and the values its syntax can create.",
+    )
     rate_limit_per_minute: int = Field(
         600,
         ge=0,

@@ -153,3 +153,35 @@ def test_a_parquet_list_bomb_is_refused(tmp_path):
 def test_without_caps_nothing_is_refused(tmp_path):
     path = bomb(tmp_path / "bomb.parquet", rows=2_000, chars=100)
     assert len(read_table(path)) == 2_000
+
+
+def test_a_file_that_would_amplify_in_memory_is_refused_before_parsing(tmp_path):
+    # 3 bytes of "[]," make a 56-byte list: ~20x the file in memory once parsed
+    amplifier = '{"text": "good film", "label": [' + "[]," * 300_000 + "[]]}\n"
+    path = write(tmp_path / "amp.jsonl", amplifier)
+    with pytest.raises(TableTooLarge) as caught:
+        read_table(path, max_memory=30_000_000)
+    error = caught.value
+    assert (error.limit, error.cap) == ("memory", 30_000_000)
+    assert error.found is not None and error.found > 30_000_000
+    assert "memory" in str(error)
+    # a file of ordinary records as large reads under the same cap
+    records = "".join(
+        json.dumps({"text": f"film {i}", "label": "ab"[i % 2]}) + "\n" for i in range(25_000)
+    )
+    plain = write(tmp_path / "plain.jsonl", records)
+    assert plain.stat().st_size >= path.stat().st_size
+    assert len(read_table(plain, max_memory=30_000_000)) == 25_000
+    commas = write(tmp_path / "commas.csv", "text,label\n" + "," * 900_000 + "\n")
+    with pytest.raises(TableTooLarge):
+        read_table(commas, max_memory=30_000_000)
+
+
+def test_a_parquet_file_of_many_small_values_is_refused_by_its_memory_estimate(tmp_path):
+    labels = pa.array([["ab"] * 50] * 20_000)  # 1,000,000 two-byte strings, each a Python str
+    path = tmp_path / "many.parquet"
+    pq.write_table(pa.table({"text": ["good film"] * 20_000, "labels": labels}), path)
+    with pytest.raises(TableTooLarge) as caught:
+        read_table(path, multi_label=True, max_memory=30_000_000)
+    assert caught.value.limit == "memory"
+    assert len(read_table(path, multi_label=True, max_memory=200_000_000)) == 20_000

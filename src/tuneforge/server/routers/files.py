@@ -25,6 +25,7 @@ def upload_file(
     caps = service.UploadCaps(
         max_upload_rows=state.settings.max_upload_rows,
         max_upload_decompressed_bytes=state.settings.max_upload_decompressed_bytes,
+        max_upload_memory_bytes=state.settings.max_upload_memory_bytes,
     )
     with state.sessions() as session:
         row = service.create_file(

@@ -41,10 +41,12 @@ class UploadCaps:
     Attributes:
         max_upload_rows: Most rows (lines of a text file, rows of a Parquet file).
         max_upload_decompressed_bytes: Most bytes of data once decompressed.
+        max_upload_memory_bytes: Most memory reading the file may take (an estimate).
     """
 
     max_upload_rows: int
     max_upload_decompressed_bytes: int
+    max_upload_memory_bytes: int
 
 
 def display_name(raw: str | None) -> str:
@@ -169,6 +171,7 @@ def _inspect(path: Path, name: str, caps: UploadCaps) -> tuple[str | None, dict[
                 path,
                 max_rows=caps.max_upload_rows,
                 max_bytes=caps.max_upload_decompressed_bytes,
+                max_memory=caps.max_upload_memory_bytes,
             )
     except TableTooLarge as exc:
         raise APIError(413, _too_large(name, exc), code="file_too_large", param="file") from None
@@ -189,6 +192,14 @@ def _too_large(name: str, exc: TableTooLarge) -> str:
     """The 413 message: what the file holds, the cap, and the setting that raises it."""
     if exc.limit == "rows":
         setting, held = "max_upload_rows", f"{exc.found:,} rows"
+    elif exc.limit == "memory":
+        setting = "max_upload_memory_bytes"
+        return (
+            f"Reading {name!r} would take about {exc.found:,} bytes of memory (estimated from "
+            f"its rows, size and the values it holds); this server reads a file in at most "
+            f"{exc.cap:,} (setting {setting}, environment TUNEFORGE_{setting.upper()}). Split "
+            "the file, or keep a sample of its rows."
+        )
     else:
         setting = "max_upload_decompressed_bytes"
         amount = f"{exc.found:,}" if exc.found is not None else f"more than {exc.cap:,}"
