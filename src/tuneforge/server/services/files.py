@@ -139,8 +139,7 @@ def create_file(
         os.replace(tmp, final)
         session.commit()
     except BaseException:
-        session.rollback()
-        final.unlink(missing_ok=True)
+        final.unlink(missing_ok=True)  # the caller's session, closed, rolls the row back
         raise
     finally:
         tmp.unlink(missing_ok=True)
