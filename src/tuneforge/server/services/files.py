@@ -28,9 +28,9 @@ EXTENSIONS = (".jsonl", ".csv", ".tsv", ".parquet")
 _UNSAFE = re.compile(r"[^\w.\- ()+,=@]")
 _MAX_NAME = 255
 _MAX_SUFFIX = 16
-# Inspecting a file holds its decoded rows in memory (a few times its decompressed size at
-# the caps), and memory is the process's: inspections in one process run one at a time, so
-# concurrent uploads wait for each other rather than add up.
+# Inspecting a file holds its decoded rows in memory (up to the estimate capped by
+# max_upload_memory_bytes), and memory is the process's: inspections in one process run one
+# at a time, so concurrent uploads wait for each other rather than add up.
 _ONE_INSPECTION_AT_A_TIME = threading.Lock()
 
 
