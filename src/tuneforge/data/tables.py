@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import io
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,48 @@ _RAGGED_FIX = (
 )
 _JSONL_FIX = 'write one JSON object per line, e.g. {"text": "great film", "label": "positive"}'
 _MAX_LISTED = 20
+_SURROGATE_FIX = (
+    "remove the character: a lone UTF-16 surrogate is not text (a \\uXXXX escape of a "
+    "character outside the BMP needs its pair, e.g. \\ud83d\\ude00)"
+)
+_NESTED_FIX = "a record holds a text and a label: flatten the nested arrays or objects"
+_PARQUET_BATCH_ROWS = 65_536
+
+
+# What reading a file may take in memory, estimated before parsing it (``max_memory``). Not
+# exact, but above what was measured, so that a file cannot amplify past the cap:
+_ROW_MEMORY = 400  # per row: 2,000,000 short CSV rows took ~360 bytes a row
+# per object a file's syntax can create (a CSV field, a JSON value): an empty JSON list or
+# object is 56-64 bytes plus its 8-byte slot, from 3 bytes of input ("[],")
+_OBJECT_MEMORY = 72
+_BYTES_MEMORY = 3  # per byte of data: the bytes, the decoded strings (a 101 MB CSV: 2.5x)
+
+
+class TableTooLarge(InputError):
+    """A file over a cap of ``read_table``: more rows than ``max_rows``, more bytes of data
+    once decompressed than ``max_bytes``, or an estimate of the memory reading it takes over
+    ``max_memory``.
+
+    Attributes:
+        limit: ``"rows"``, ``"bytes"`` or ``"memory"``: which cap the file exceeds.
+        cap: The cap.
+        found: How many rows or bytes the file holds (or the memory estimate), or None where
+            reading stopped at the cap.
+    """
+
+    def __init__(self, source: str, limit: str, cap: int, found: int | None) -> None:
+        self.limit = limit
+        self.cap = cap
+        self.found = found
+        held = f"{found:,}" if found is not None else f"more than {cap:,}"
+        if limit == "memory":
+            message = f"reading the file would take about {held} bytes of memory"
+        else:
+            what = "rows" if limit == "rows" else "bytes of data once decompressed"
+            message = f"the file holds {held} {what}"
+        message += f"; the limit is {cap:,}"
+        fix = "split the file, or keep a sample of its rows"
+        super().__init__(f"{source}: {message}", [Problem(source, message, fix)])
 
 
 def read_table(
@@ -87,6 +130,9 @@ def read_table(
     multi_label: bool = False,
     label_separator: str = "|",
     max_problems: int = 50,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
+    max_memory: int | None = None,
 ) -> Table:
     """Read and validate one labelled file.
 
@@ -103,16 +149,26 @@ def read_table(
             (CSV cell, JSON string, chat answer) split on ``label_separator``.
         label_separator: Separator of several labels in one string (multi-label only).
         max_problems: How many problems to list before summarising the rest.
+        max_rows: Refuse a file with more rows: lines of a CSV/TSV (below the header) or JSONL
+            file, rows of a Parquet file. Checked before the rows are parsed.
+        max_bytes: Refuse a file whose data takes more bytes once decompressed: a text file's
+            size; the text and label columns of a Parquet file as decoded (strings plain,
+            not dictionary-encoded), measured from its footer and then batch by batch
+            before the file is read.
+        max_memory: Refuse a file that reading may take more memory for, estimated before
+            parsing from its rows, its size and the objects its syntax can create (CSV
+            delimiters; JSON commas, brackets and braces; Parquet values from its footer).
 
     Returns:
         The texts, label tuples and line numbers of every record.
 
     Raises:
+        TableTooLarge: The file exceeds ``max_rows``, ``max_bytes`` or ``max_memory``.
         InputError: The file is missing, unreadable or invalid; ``problems`` lists each
             problem with its line (row for Parquet), column and fix.
     """
     spec = _Spec(text_column, label_column, multi_label, label_separator, need_label=True)
-    return _read(path, spec, max_problems)
+    return _read(path, spec, max_problems, _Caps(max_rows, max_bytes, max_memory))
 
 
 def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:
@@ -134,7 +190,7 @@ def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:
     if Path(path).suffix.lower() == ".txt":
         return _read_txt(path)
     spec = _Spec(text_column, None, False, "|", need_label=False)
-    return _read(path, spec, max_problems=50).texts
+    return _read(path, spec, 50, _Caps(None, None, None)).texts
 
 
 # ---------------------------------------------------------------- plumbing
@@ -149,6 +205,15 @@ class _Spec:
     multi_label: bool
     separator: str
     need_label: bool
+
+
+@dataclass(frozen=True)
+class _Caps:
+    """Limits on what a file may hold (None: no limit)."""
+
+    rows: int | None
+    bytes: int | None
+    memory: int | None
 
 
 class _Raw(NamedTuple):
@@ -219,15 +284,22 @@ def _fail(source: str, message: str, fix: str, line: int | None = None) -> NoRet
     raise InputError(f"{source}: {message}", [Problem(source, message, fix, line)])
 
 
-def _read(path: str | Path, spec: _Spec, max_problems: int) -> Table:
+def _read(path: str | Path, spec: _Spec, max_problems: int, caps: _Caps) -> Table:
     source = str(path)
     _check_path(source)
     fmt = _format_of(source)
+    if fmt != "parquet" and caps.bytes is not None:
+        size = _size(source)
+        if size > caps.bytes:
+            raise TableTooLarge(source, "bytes", caps.bytes, size)
     data = _read_bytes(source)
     if not data.removeprefix(_UTF8_BOM).strip():
         _fail(source, "the file is empty", "write a header line and one labelled record per line")
+    if fmt != "parquet":
+        _check_text_caps(source, fmt, data, caps)
     problems = _Problems(source, max_problems)
-    table = _build_table(source, _parse(fmt, data, spec, problems), spec, problems)
+    parsed = _parse(source, fmt, data, spec, problems, caps)
+    table = _build_table(source, parsed, spec, problems)
     table.sha256 = hashlib.sha256(data).hexdigest()
     problems.raise_if_any()
     return table
@@ -242,6 +314,33 @@ def _check_path(source: str) -> None:
         _fail(source, "is a directory, not a file", _directory_fix(path))
     if not path.exists():
         _fail(source, "file not found", _missing_fix(path))
+
+
+def _check_text_caps(source: str, fmt: str, data: bytes, caps: _Caps) -> None:
+    """Refuse a CSV/TSV/JSONL file over the row or memory cap before parsing a line."""
+    lines = data.count(b"\n") + (not data.endswith(b"\n")) - (fmt != "jsonl")
+    if caps.rows is not None and lines > caps.rows:
+        raise TableTooLarge(source, "rows", caps.rows, lines)
+    if caps.memory is None:
+        return
+    # each delimiter (JSON: comma, bracket, brace) can make one more object
+    marks = {"csv": (b",",), "tsv": (b"\t",), "jsonl": (b",", b"[", b"{")}[fmt]
+    objects = sum(data.count(mark) for mark in marks)
+    estimate = _memory_estimate(len(data), objects, lines)
+    if estimate > caps.memory:
+        raise TableTooLarge(source, "memory", caps.memory, estimate)
+
+
+def _memory_estimate(data_bytes: int, objects: int, rows: int) -> int:
+    """What reading a file may take in memory (see ``_ROW_MEMORY`` and its neighbours)."""
+    return _BYTES_MEMORY * data_bytes + _OBJECT_MEMORY * objects + _ROW_MEMORY * max(rows, 0)
+
+
+def _size(source: str) -> int:
+    try:
+        return Path(source).stat().st_size
+    except OSError as exc:
+        _fail(source, f"cannot read the file: {exc.strerror}", "check the file's permissions")
 
 
 def _read_bytes(source: str) -> bytes:
@@ -288,16 +387,30 @@ def _format_of(source: str) -> str:
     return FORMATS[suffix]
 
 
-def _parse(fmt: str, data: bytes, spec: _Spec, problems: _Problems) -> _Parsed:
+def _parse(
+    source: str, fmt: str, data: bytes, spec: _Spec, problems: _Problems, caps: _Caps
+) -> _Parsed:
     """Dispatch on the format."""
     if fmt == "parquet":
-        return _read_parquet(data, spec, problems)
+        return _read_parquet(source, data, spec, problems, caps)
     text = _decode(data, problems)
     if text is None or _has_nul(text, problems):
         return _Parsed(fmt, [], _NO_COLUMNS)
+    del text  # valid UTF-8: parsed from the bytes a line at a time, no copy of it all held
     if fmt == "jsonl":
-        return _read_jsonl(text, spec, problems)
-    return _read_delimited(text, fmt, spec, problems)
+        return _read_jsonl(_text_lines(data, "\n"), spec, problems)
+    return _read_delimited(_text_lines(data, ""), len(data), fmt, spec, problems)
+
+
+def _text_lines(data: bytes, newline: str) -> Iterator[str]:
+    """The lines of valid UTF-8 ``data`` (BOM dropped), ends kept, decoded one at a time.
+
+    ``newline=""`` ends lines at ``\\n``, ``\\r\\n`` or ``\\r`` (what the csv module wants);
+    ``"\\n"`` only at ``\\n`` (JSON lines).
+    """
+    return io.TextIOWrapper(
+        io.BytesIO(data.removeprefix(_UTF8_BOM)), encoding="utf-8", newline=newline
+    )
 
 
 def _decode(data: bytes, problems: _Problems) -> str | None:
@@ -394,14 +507,16 @@ def _delimiter_hint(header: Sequence[str], delimiter: str) -> str:
 # ---------------------------------------------------------------- CSV / TSV
 
 
-def _read_delimited(text: str, fmt: str, spec: _Spec, problems: _Problems) -> _Parsed:
+def _read_delimited(
+    lines: Iterator[str], size: int, fmt: str, spec: _Spec, problems: _Problems
+) -> _Parsed:
     """Records of a CSV/TSV text; each keeps the physical line where it starts."""
     delimiter = "\t" if fmt == "tsv" else ","
-    if csv.field_size_limit() < len(text):
+    if csv.field_size_limit() < size:
         # Long texts are not errors; no field can be longer than the whole file. The limit is
         # process-wide, so it is only ever raised, never lowered.
-        csv.field_size_limit(len(text))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        csv.field_size_limit(size)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     rows = _csv_rows(reader, problems)
     first = next(rows, None)
     if first is None:
@@ -450,9 +565,9 @@ def _csv_rows(reader, problems: _Problems) -> Iterator[tuple[int, list[str]]]:
 # ---------------------------------------------------------------- JSON lines
 
 
-def _read_jsonl(text: str, spec: _Spec, problems: _Problems) -> _Parsed:
+def _read_jsonl(lines: Iterator[str], spec: _Spec, problems: _Problems) -> _Parsed:
     """Records of JSON lines, or of OpenAI chat JSONL when the first has "messages"."""
-    objects = list(_json_objects(text, problems))
+    objects = list(_json_objects(lines, problems))
     if not objects:
         return _Parsed("jsonl", [], _NO_COLUMNS)
     if "messages" in objects[0][1]:
@@ -467,15 +582,21 @@ def _read_jsonl(text: str, spec: _Spec, problems: _Problems) -> _Parsed:
     return _Parsed("jsonl", [r for r in records if r is not None], columns)
 
 
-def _json_objects(text: str, problems: _Problems) -> Iterator[tuple[int, dict]]:
+def _json_objects(lines: Iterator[str], problems: _Problems) -> Iterator[tuple[int, dict]]:
     """(line, object) of each non-blank line; bad JSON and non-objects become problems."""
     first = True
-    for number, raw in enumerate(text.split("\n"), 1):
+    for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:
             continue
         try:
             value = json.loads(line)
+        except RecursionError:
+            depth = sys.getrecursionlimit()
+            message = f"the line is nested too deeply to read (over about {depth:,} levels)"
+            problems.add(message, _NESTED_FIX, line=number)
+            first = False
+            continue
         except json.JSONDecodeError as exc:
             hint = _json_hint(line, first)
             message = f"invalid JSON: {exc.msg} (character {exc.colno})"
@@ -556,7 +677,9 @@ def _content_text(content: Any) -> str:
 # ---------------------------------------------------------------- Parquet
 
 
-def _read_parquet(data: bytes, spec: _Spec, problems: _Problems) -> _Parsed:
+def _read_parquet(
+    source: str, data: bytes, spec: _Spec, problems: _Problems, caps: _Caps
+) -> _Parsed:
     """Records of a Parquet file; ``line`` is the 1-based row number."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -570,8 +693,9 @@ def _read_parquet(data: bytes, spec: _Spec, problems: _Problems) -> _Parsed:
         columns = _resolve_columns(parquet.schema_arrow.names, spec, problems, None)
         if columns is None:
             return _Parsed("parquet", [], _NO_COLUMNS)
-        wanted = [c for c in (columns.text, columns.label) if c is not None]
-        table = parquet.read(columns=list(dict.fromkeys(wanted)))
+        wanted = list(dict.fromkeys(c for c in (columns.text, columns.label) if c is not None))
+        _check_parquet_caps(source, data, parquet, wanted, caps)
+        table = parquet.read(columns=wanted)
         texts = table.column(columns.text).to_pylist()
         labels = table.column(columns.label).to_pylist() if columns.label else [None] * len(texts)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -581,6 +705,84 @@ def _read_parquet(data: bytes, spec: _Spec, problems: _Problems) -> _Parsed:
         problems.add("the file has no rows", "export a table with at least one labelled row")
     records = [_Raw(i, t, lab) for i, (t, lab) in enumerate(zip(texts, labels, strict=True), 1)]
     return _Parsed("parquet", records, columns)
+
+
+def _check_parquet_caps(source: str, data: bytes, parquet, wanted: list[str], caps: _Caps) -> None:
+    """Refuse a Parquet file over the caps before its columns are decoded.
+
+    The footer gives the rows, the values and a lower bound of the decoded size (each column
+    chunk's uncompressed size, and 4 bytes per value). Dictionary and run-length encoding
+    hide the rest (one long string repeated a million times stays tiny even uncompressed), so
+    the columns are then read batch by batch *as dictionaries* and each batch's decoded size
+    computed from the dictionary's lengths: memory stays at the indices of one batch.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = parquet.metadata
+    if caps.rows is not None and meta.num_rows > caps.rows:
+        raise TableTooLarge(source, "rows", caps.rows, meta.num_rows)
+    if caps.bytes is None and caps.memory is None:
+        return
+    # the leaf columns of the wanted ones ("labels" -> "labels.list.element")
+    paths = {i: parquet.schema.column(i).path for i in range(meta.num_columns)}
+    indices = [i for i, path in paths.items() if any(path.split(".")[0] == name for name in wanted)]
+    chunks = [
+        meta.row_group(group).column(i) for group in range(meta.num_row_groups) for i in indices
+    ]
+    values = sum(chunk.num_values for chunk in chunks)
+
+    def check(decoded: int) -> None:
+        if caps.bytes is not None and decoded > caps.bytes:
+            raise TableTooLarge(source, "bytes", caps.bytes, None)
+        estimate = _memory_estimate(decoded, values, meta.num_rows)
+        if caps.memory is not None and estimate > caps.memory:
+            raise TableTooLarge(source, "memory", caps.memory, estimate)
+
+    check(sum(max(chunk.total_uncompressed_size, 4 * chunk.num_values) for chunk in chunks))
+    # past this many decoded bytes a cap is exceeded whatever follows: stop reading there
+    stop = min(c for c in (caps.bytes, caps.memory) if c is not None)
+    strings = [paths[i] for i in indices if parquet.schema.column(i).physical_type == "BYTE_ARRAY"]
+    as_dictionaries = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings)
+    decoded = 0
+    for batch in as_dictionaries.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted):
+        decoded += sum(_decoded_bytes(column) for column in batch.columns)
+        if decoded > stop:
+            break
+    check(decoded)
+
+
+def _decoded_bytes(array) -> int:
+    """Bytes an Arrow array takes decoded: strings plain (4-byte offset + UTF-8 each), lists
+    and structs by their values, dictionaries as if each index were its value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        values = array.dictionary
+        if _is_binary(values.type):
+            lengths = pc.take(pc.binary_length(values), array.indices)
+            return 4 * len(array) + int(pc.sum(lengths).as_py() or 0)
+        return _decoded_bytes(values.take(array.indices))
+    if _is_binary(kind):
+        return 4 * len(array) + int(pc.sum(pc.binary_length(array)).as_py() or 0)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return 4 * len(array) + _decoded_bytes(array.flatten())
+    if pa.types.is_struct(kind):
+        return sum(_decoded_bytes(child) for child in array.flatten())
+    return int(array.nbytes)
+
+
+def _is_binary(kind) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    )
 
 
 def _looks_like(data: bytes) -> str:
@@ -604,6 +806,9 @@ def _build_table(source: str, parsed: _Parsed, spec: _Spec, problems: _Problems)
     for rec in parsed.records:
         text, text_error = _text_of(rec.text)
         labels, label_error = _labels_of(rec.label, spec) if spec.need_label else ((), None)
+        text_error = text_error or _surrogate_error("text", text)
+        for label in labels:
+            label_error = label_error or _surrogate_error("label", label)
         if text_error:
             message = text_error + where.format(rec.line)
             problems.add(message, _text_fix(text_error), rec.line, parsed.columns.text)
@@ -654,13 +859,32 @@ def _scalar(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def _surrogate_error(what: str, value: str) -> str | None:
+    """An error message if ``value`` holds a lone surrogate (valid in JSON, not UTF-8)."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        return (
+            f"the {what} holds a lone UTF-16 surrogate \\u{code:04x} at character "
+            f"{exc.start + 1}, which is not text"
+        )
+    return None
+
+
 def _text_fix(error: str) -> str:
+    if "surrogate" in error:
+        return _SURROGATE_FIX
     if error.startswith("empty"):
         return "write the text, or delete the record"
     return "give the text as a string"
 
 
 def _label_fix(error: str) -> str:
+    if "surrogate" in error:
+        return _SURROGATE_FIX
     if error.startswith("empty"):
         return "label the record, or delete it"
     if "single-label" in error:

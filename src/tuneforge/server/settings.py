@@ -45,6 +45,25 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, description="Attempts before a crashing job fails.")
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="Upload size limit.")
+    # Caps an upload is inspected under (413 beyond): what a file holds, not what it weighs.
+    max_upload_rows: int = Field(
+        2_000_000,
+        gt=0,
+        description="Most rows in an uploaded file (lines of a CSV/TSV/JSONL file, rows of a "
+        "Parquet file); checked before the rows are parsed.",
+    )
+    max_upload_decompressed_bytes: int = Field(
+        512 * 1024 * 1024,
+        gt=0,
+        description="Most bytes of data in an uploaded file once decompressed (a Parquet "
+        "file's text and label columns as decoded; a text file's size).",
+    )
+    max_upload_memory_bytes: int = Field(
+        4 * 1024 * 1024 * 1024,
+        gt=0,
+        description="Most memory inspecting one upload may take, estimated before it is "
+        "parsed from its rows, size and the values its syntax can create.",
+    )
     rate_limit_per_minute: int = Field(
         600,
         ge=0,

@@ -22,11 +22,15 @@ def upload_file(
     purpose: Annotated[str, Form(description="`fine-tune`.")],
 ) -> dict:
     """Upload a training or validation file."""
+    caps = service.UploadCaps(
+        max_upload_rows=state.settings.max_upload_rows,
+        max_upload_decompressed_bytes=state.settings.max_upload_decompressed_bytes,
+        max_upload_memory_bytes=state.settings.max_upload_memory_bytes,
+    )
     with state.sessions() as session:
         row = service.create_file(
-            session, state.layout, principal.project, file.file, file.filename, purpose
+            session, state.layout, principal.project, file.file, file.filename, purpose, caps
         )
-        session.commit()
         return service.file_object(row)
 
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneforge.data.tables import read_table
+from tuneforge.data.tables import TableTooLarge, read_table
 from tuneforge.errors import InputError
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.layout import DataDir
@@ -24,6 +26,27 @@ from tuneforge.server.errors import APIError, not_found
 PURPOSES = ("fine-tune",)
 EXTENSIONS = (".jsonl", ".csv", ".tsv", ".parquet")
 _UNSAFE = re.compile(r"[^\w.\- ()+,=@]")
+_MAX_NAME = 255
+_MAX_SUFFIX = 16
+# Inspecting a file holds its decoded rows in memory (up to the estimate capped by
+# max_upload_memory_bytes), and memory is the process's: inspections in one process run one
+# at a time, so concurrent uploads wait for each other rather than add up.
+_ONE_INSPECTION_AT_A_TIME = threading.Lock()
+
+
+@dataclass(frozen=True)
+class UploadCaps:
+    """What an uploaded file may hold (from the server settings of the same names).
+
+    Attributes:
+        max_upload_rows: Most rows (lines of a text file, rows of a Parquet file).
+        max_upload_decompressed_bytes: Most bytes of data once decompressed.
+        max_upload_memory_bytes: Most memory reading the file may take (an estimate).
+    """
+
+    max_upload_rows: int
+    max_upload_decompressed_bytes: int
+    max_upload_memory_bytes: int
 
 
 def display_name(raw: str | None) -> str:
@@ -35,7 +58,11 @@ def display_name(raw: str | None) -> str:
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = _UNSAFE.sub("_", name).strip(" .")
-    return name[:255] or "upload"
+    if len(name) > _MAX_NAME:  # shorten the stem: the extension says what the file is
+        stem, dot, ext = name.rpartition(".")
+        suffix = dot + ext if stem and dot and len(ext) < _MAX_SUFFIX else ""
+        name = name[: _MAX_NAME - len(suffix)].rstrip(" .") + suffix
+    return name or "upload"
 
 
 def file_object(row: File) -> dict[str, Any]:
@@ -61,8 +88,14 @@ def create_file(
     upload: BinaryIO,
     filename: str | None,
     purpose: str,
+    caps: UploadCaps,
 ) -> File:
-    """Store an upload atomically and record what reading it as training data found."""
+    """Store an upload, record what reading it as training data found, and commit its row.
+
+    The bytes are staged under a hidden name and inspected there (under ``caps``: 413 beyond);
+    any failure before the row is committed removes them, so no file is ever stored without
+    its row.
+    """
     if purpose not in PURPOSES:
         raise APIError(
             400,
@@ -83,45 +116,68 @@ def create_file(
     file_id = new_id("file-")
     storage = f"{file_id}{ext}"
     layout.files.mkdir(parents=True, exist_ok=True)
-    tmp = layout.files / f".{storage}.partial"
-    size = 0
+    tmp = layout.files / f".{file_id}.partial{ext}"  # the extension: read_table's format
+    final = layout.file_path(storage)
     try:
-        with tmp.open("wb") as out:
-            while chunk := upload.read(1 << 20):
-                out.write(chunk)
-                size += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        size = _write(upload, tmp)
         if size == 0:
             raise APIError(400, f"{name!r} is empty.", code="empty_file", param="file")
-        final = layout.file_path(storage)
+        status_details, info = _inspect(tmp, name, caps)
+        row = File(
+            id=file_id,
+            project=project,
+            filename=name,
+            purpose=purpose,
+            bytes=size,
+            created_at=int(time.time()),
+            status="processed",
+            status_details=status_details,
+            storage_name=storage,
+            info=info,
+        )
+        session.add(row)
         os.replace(tmp, final)
+        session.commit()
+    except BaseException:
+        final.unlink(missing_ok=True)  # the caller's session, closed, rolls the row back
+        raise
     finally:
         tmp.unlink(missing_ok=True)
-    status_details, info = _inspect(final, name)
-    row = File(
-        id=file_id,
-        project=project,
-        filename=name,
-        purpose=purpose,
-        bytes=size,
-        created_at=int(time.time()),
-        status="processed",
-        status_details=status_details,
-        storage_name=storage,
-        info=info,
-    )
-    session.add(row)
     return row
 
 
-def _inspect(path: Path, name: str) -> tuple[str | None, dict[str, Any]]:
-    """(problems or None, summary) of reading the file as labelled training data."""
+def _write(upload: BinaryIO, path: Path) -> int:
+    """Copy the upload to ``path`` (fsynced); its size in bytes."""
+    size = 0
+    with path.open("wb") as out:
+        while chunk := upload.read(1 << 20):
+            out.write(chunk)
+            size += len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return size
+
+
+def _inspect(path: Path, name: str, caps: UploadCaps) -> tuple[str | None, dict[str, Any]]:
+    """(problems or None, summary) of reading the file as labelled training data.
+
+    Raises:
+        APIError: 413 ``file_too_large`` when the file is over a cap.
+    """
     try:
-        table = read_table(path)
+        with _ONE_INSPECTION_AT_A_TIME:
+            table = read_table(
+                path,
+                max_rows=caps.max_upload_rows,
+                max_bytes=caps.max_upload_decompressed_bytes,
+                max_memory=caps.max_upload_memory_bytes,
+            )
+    except TableTooLarge as exc:
+        raise APIError(413, _too_large(name, exc), code="file_too_large", param="file") from None
     except InputError as exc:
         problems = [str(p).replace(str(path), name) for p in exc.problems[:5]]
-        return ("; ".join(problems) or str(exc).replace(str(path), name)), {"valid": False}
+        details = "; ".join(problems) or str(exc).replace(str(path), name)
+        return _printable(details), {"valid": False}
     counts = Counter(label for labels in table.labels for label in labels)
     return None, {
         "valid": True,
@@ -129,6 +185,34 @@ def _inspect(path: Path, name: str) -> tuple[str | None, dict[str, Any]]:
         "rows": len(table),
         "labels": dict(counts.most_common(100)),
     }
+
+
+def _too_large(name: str, exc: TableTooLarge) -> str:
+    """The 413 message: what the file holds, the cap, and the setting that raises it."""
+    if exc.limit == "rows":
+        setting, held = "max_upload_rows", f"{exc.found:,} rows"
+    elif exc.limit == "memory":
+        setting = "max_upload_memory_bytes"
+        return (
+            f"Reading {name!r} would take about {exc.found:,} bytes of memory (estimated from "
+            f"its rows, size and the values it holds); this server reads a file in at most "
+            f"{exc.cap:,} (setting {setting}, environment TUNEFORGE_{setting.upper()}). Split "
+            "the file, or keep a sample of its rows."
+        )
+    else:
+        setting = "max_upload_decompressed_bytes"
+        amount = f"{exc.found:,}" if exc.found is not None else f"more than {exc.cap:,}"
+        held = f"{amount} bytes of data once decompressed"
+    return (
+        f"{name!r} holds {held}; this server accepts at most {exc.cap:,} per file (setting "
+        f"{setting}, environment TUNEFORGE_{setting.upper()}). Split the file, or keep a "
+        "sample of its rows."
+    )
+
+
+def _printable(text: str) -> str:
+    """``text`` with any lone surrogate escaped (a problem may quote a JSON key)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def get_file(session: Session, project: str, file_id: str, param: str | None = None) -> File:
