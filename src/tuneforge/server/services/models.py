@@ -61,11 +61,14 @@ def list_models(state: AppState, session: Session, project: str) -> list[dict[st
 
 
 def get_fine_tuned(session: Session, project: str, model_id: str) -> FineTunedModel | None:
-    """A project's fine-tuned model by id or alias, or None."""
-    row = session.get(FineTunedModel, model_id)
-    if row is None:
-        alias = _active_alias(session, project, model_id)
-        row = session.get(FineTunedModel, alias.model_id) if alias else None
+    """A project's fine-tuned model by alias or id, or None.
+
+    The project's aliases come first, and ids are looked up in the project only: another
+    project's model can never shadow an alias (model ids are unique across projects, alias
+    names only within one).
+    """
+    alias = _active_alias(session, project, model_id)
+    row = session.get(FineTunedModel, alias.model_id if alias is not None else model_id)
     if row is None or row.project != project or row.deleted:
         return None
     return row
