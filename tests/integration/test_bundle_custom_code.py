@@ -131,3 +131,47 @@ def test_yes_piped_into_a_fresh_process_runs_no_code(bundle: Path, tmp_path: Pat
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "[y/N]" not in proc.stdout + proc.stderr
     assert not marker.exists(), "the bundle's code ran"
+
+
+# ---------------------------------------------------------------- base-model directories
+
+
+def test_a_base_model_directory_with_custom_code_is_never_run(
+    tiny_model: Path, data: Path, tmp_path: Path, yes_on_stdin: None
+) -> None:
+    """The server's base models too: an adapter over a base directory that gained an
+    ``auto_map`` is refused by ``models import`` and answers 503 when served; no code runs."""
+    from tests.server.api import api_server
+    from tests.server.live import TINY, server_settings
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    adapter = tmp_path / "adapter"
+    result = run_cli(
+        "train", data, "--model", base, "--method", "lora", "--epochs", "1", "--patience", "0",
+        "--threads", "1", "--quiet", "--export", "none", "--output", adapter,
+    )  # fmt: skip
+    assert result.code == 0, result
+    config = json.loads((base / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_evil.EvilModel"}
+    (base / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "ran"
+    (base / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+
+    settings = server_settings(tmp_path, base, workers=0)
+    server_config = tmp_path / "server.json"
+    server_config.write_text(json.dumps({"base_models": {TINY: str(base)}}))
+    imported = run_cli(
+        "models", "import", adapter, "--project", "acme", "--data-dir", settings.data_dir,
+        "--config", server_config,
+    )  # fmt: skip
+    _assert_refused(imported, marker)
+
+    with api_server(settings) as api:
+        shutil.copytree(adapter, api.state.layout.models / "ftjob-adapter")
+        model_id = api.add_model("ftjob-adapter", "models/ftjob-adapter")
+        with api.http(api.key()) as client:
+            answer = client.post("/v1/classify", json={"model": model_id, "input": "good movie"})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "model_unavailable"
+    assert not marker.exists(), "the base model's code ran"
