@@ -311,3 +311,41 @@ def test_a_taken_model_id_is_refused_and_leaves_nothing(server: Server, bundle: 
     again = server.import_(bundle, "--name", "m1", project="beta")
     assert again.code == 2 and "m1" in again.stderr, again
     assert server.models() == before and server.rows() == [("m1", "acme")]
+
+
+# ---------------------------------------------------------------- checkpoint sub-bundles
+
+
+@pytest.fixture(scope="module")
+def with_checkpoints(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tuneforge.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tuneforge.recipes.finetune_classifier import finetune_classifier
+
+    root = tmp_path_factory.mktemp("import-ckpt")
+    config = RunConfig(
+        data=DataConfig(train=str(write_csv(root / "train.csv", sentiment_rows(40)))),
+        output=str(root / "bundle"),
+        model=ModelConfig(name=str(tiny_model)),
+        train=TrainConfig(
+            epochs=1, batch_size=8, num_threads=1, patience=0, evals_per_epoch=2,
+            keep_checkpoints=2,
+        ),
+    )  # fmt: skip
+    bundle = finetune_classifier(config).bundle
+    assert list((bundle / "checkpoints").glob("step-*")), "no checkpoint sub-bundles"
+    assert any(p.stat().st_nlink > 1 for p in bundle.rglob("*") if p.is_file())
+    return bundle
+
+
+def test_a_bundle_with_checkpoints_imports_and_a_broken_checkpoint_is_refused(
+    server: Server, with_checkpoints: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Checkpoint sub-bundles hard-link files to the bundle's: fine; each is checked."""
+    assert server.import_(with_checkpoints, "--name", "ok").code == 0
+
+    (tmp_path / "other").mkdir()
+    other = Server(tmp_path / "other", tiny_model)
+    copy = copy_of(with_checkpoints, tmp_path)
+    step = sorted((copy / "checkpoints").glob("step-*"))[0]
+    edit_manifest(step, lambda m: m.update(thresholds=[2.0, 2.0]))
+    other.assert_refused(other.import_(copy), "thresholds")

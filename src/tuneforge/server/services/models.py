@@ -21,7 +21,7 @@ from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.tables import Alias, FineTunedModel
 from tuneforge.models.safety import check_safe_tree
-from tuneforge.recipes.checkpoint_bundles import checkpoint_bundle
+from tuneforge.recipes.checkpoint_bundles import CHECKPOINTS, checkpoint_bundle
 from tuneforge.server.errors import APIError
 from tuneforge.server.state import AppState
 
@@ -390,6 +390,7 @@ def _dry_run(
     """Load the copied bundle as the server would and classify two texts (a short one and
     one as long as the bundle accepts); any failure is an InputError naming the bundle."""
     from tuneforge.inference.export_report import choose_backend
+    from tuneforge.inference.loading import check_safe_bundle
     from tuneforge.inference.predictor import Predictor
 
     def named(message: str) -> str:
@@ -399,6 +400,8 @@ def _dry_run(
         info = read_bundle(copy)
         if info.adapter:
             _check_known_base(info, what, base_models)
+        for sub in sorted((copy / CHECKPOINTS).glob("step-*")):  # served as ...:ckpt-step-N
+            check_safe_bundle(read_bundle(sub))
         served = choose_backend(copy, max_accuracy_drop) if backend == "auto" else backend
         texts = ["a short text", "word " * info.max_length]
         for name in dict.fromkeys(["torch", served]):
