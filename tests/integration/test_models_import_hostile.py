@@ -349,3 +349,33 @@ def test_a_bundle_with_checkpoints_imports_and_a_broken_checkpoint_is_refused(
     step = sorted((copy / "checkpoints").glob("step-*"))[0]
     edit_manifest(step, lambda m: m.update(thresholds=[2.0, 2.0]))
     other.assert_refused(other.import_(copy), "thresholds")
+
+
+@pytest.mark.parametrize("swap", ["folder-to-link", "file-replaced"])
+def test_a_bundle_changed_between_check_and_copy_is_refused(
+    swap: str, server: Server, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A race: the bundle passes the checks, then a folder becomes a link (to a copy of it
+    elsewhere, so the same names exist there) or a file is replaced, before it is copied."""
+    from tuneforge.server.services import models
+
+    copy = copy_of(bundle, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(copy / "tokenizer", elsewhere)
+    real = models.check_safe_tree
+    calls = []
+
+    def check_then_swap(root: Path, what: str):
+        files = real(root, what)
+        if not calls:
+            if swap == "folder-to-link":
+                shutil.rmtree(copy / "tokenizer")
+                os.symlink(elsewhere, copy / "tokenizer")
+            else:
+                (copy / "README.md").unlink()
+                (copy / "README.md").write_text("swapped")
+        calls.append(root)
+        return files
+
+    monkeypatch.setattr(models, "check_safe_tree", check_then_swap)
+    server.assert_refused(server.import_(copy))

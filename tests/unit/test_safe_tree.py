@@ -24,11 +24,11 @@ def tree(tmp_path: Path) -> Path:
     return root
 
 
-def test_lists_the_files_it_would_copy(tree: Path) -> None:
-    assert sorted(map(str, check_safe_tree(tree, "b"))) == [
-        "model/config.json",
-        "model/w.safetensors",
-    ]
+def test_lists_the_files_it_would_copy_with_their_identity(tree: Path) -> None:
+    files = check_safe_tree(tree, "b")
+    assert sorted(map(str, files)) == ["model/config.json", "model/w.safetensors"]
+    weights = (tree / "model" / "w.safetensors").stat()
+    assert files[Path("model/w.safetensors")] == (weights.st_dev, weights.st_ino)
 
 
 @pytest.mark.parametrize(

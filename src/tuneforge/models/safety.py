@@ -84,7 +84,7 @@ def _read_json(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def check_safe_tree(root: Path, what: str) -> list[Path]:
+def check_safe_tree(root: Path, what: str) -> dict[Path, tuple[int, int]]:
     """Every file under ``root`` that may be copied and served, or an error for the first
     file that may not.
 
@@ -100,7 +100,8 @@ def check_safe_tree(root: Path, what: str) -> list[Path]:
         what: How to name ``root`` in error messages.
 
     Returns:
-        The regular files, relative to ``root``, in walk order.
+        The regular files, relative to ``root``, in walk order, each with its (device,
+        inode): a copy can check it opens the very file that was checked.
 
     Raises:
         InputError: The first link, special file, code, pickle, ``auto_map`` or broken
@@ -140,7 +141,7 @@ def check_safe_tree(root: Path, what: str) -> list[Path]:
             )
     for rel, _info in found:
         _check_file(root / rel, rel, what)
-    return [rel for rel, _ in found]
+    return {rel: (info.st_dev, info.st_ino) for rel, info in found}
 
 
 _NO_LINKS = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -370,18 +371,45 @@ def import_bundle(
     return dest
 
 
-def _copy_files(source: Path, files: list[Path], target: Path, what: str) -> None:
-    """Copy ``files`` (relative to ``source``) into a new ``target``, following no link."""
+def _copy_files(source: Path, files: dict[Path, tuple[int, int]], target: Path, what: str) -> None:
+    """Copy ``files`` (relative to ``source``, with the (device, inode) they had when
+    checked) into a new ``target``. No link is followed on the way to a file, and a file
+    swapped since it was checked is refused."""
     target.mkdir(parents=True)
-    for rel in files:
-        out = target / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(source / rel, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as src, out.open("xb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except OSError as exc:
-            raise InputError(f"{what}: cannot copy {rel}: {exc.strerror}") from None
+    try:
+        root = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise InputError(f"{what}: cannot open it: {exc.strerror}") from None
+    try:
+        for rel, identity in files.items():
+            out = target / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = _open_beneath(root, rel)
+            except OSError as exc:
+                raise InputError(f"{what}: cannot copy {rel}: {exc.strerror}") from None
+            with os.fdopen(fd, "rb") as src:
+                info = os.fstat(src.fileno())
+                if (info.st_dev, info.st_ino) != identity or not stat.S_ISREG(info.st_mode):
+                    raise InputError(f"{what}: {rel} changed while it was being imported")
+                with out.open("xb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    finally:
+        os.close(root)
+
+
+def _open_beneath(root: int, rel: Path) -> int:
+    """Open ``rel`` for reading below the directory ``root``, following no link."""
+    opened: list[int] = []
+    parent = root
+    try:
+        for part in rel.parts[:-1]:
+            parent = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            opened.append(parent)
+        return os.open(rel.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def _dry_run(
