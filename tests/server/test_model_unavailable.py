@@ -99,6 +99,7 @@ def test_a_bundle_damaged_after_import_answers_503_model_unavailable(
         assert healthy.status_code == 200, healthy.text
     logged = [r for r in caplog.records if "broken" in r.getMessage()]
     assert logged and logged[0].exc_info is not None, "the cause is not logged server-side"
+    assert len(logged) == 1, "the failed load was tried again at once"
 
 
 def test_a_repaired_bundle_serves_again(api: ApiServer, bundle: Path, monkeypatch) -> None:
