@@ -35,6 +35,9 @@ from tuneforge.errors import InputError
 BUNDLE_FORMAT = "tuneforge-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "tuneforge.json"
+# The longest input a bundle may declare (what training accepts as --max-length); the
+# model's own position limit is checked when it is loaded.
+MAX_LENGTH = 8192
 
 
 def _umask() -> int:
@@ -116,6 +119,16 @@ class BaseModelRef:
     sha256: str
     path: str | None = None
 
+    def __post_init__(self) -> None:
+        for key in ("name", "source", "sha256"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value:
+                raise ValueError(
+                    f"key 'base_model.{key}' should be a non-empty string, not {value!r}"
+                )
+        if self.path is not None and (not isinstance(self.path, str) or not self.path):
+            raise ValueError(f"key 'base_model.path' should be a path or null, not {self.path!r}")
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -149,6 +162,27 @@ class Manifest:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"key 'task' is {self.task!r}, not one of {', '.join(TASKS)}")
+        if not isinstance(self.method, str) or not self.method:
+            raise ValueError(f"key 'method' should be a method name, not {self.method!r}")
+        labels = self.labels
+        if not labels or not all(isinstance(x, str) and x for x in labels):
+            raise ValueError(f"key 'labels' should be a list of label names, not {list(labels)!r}")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"key 'labels' names a label twice: {list(labels)!r}")
+        if not 1 <= self.max_length <= MAX_LENGTH:
+            raise ValueError(
+                f"key 'max_length' is {self.max_length}; it should be between 1 and {MAX_LENGTH}"
+            )
+        if self.thresholds is not None:
+            if len(self.thresholds) != len(labels):
+                raise ValueError(
+                    f"key 'thresholds' has {len(self.thresholds)} values for {len(labels)} labels"
+                )
+            if not all(0.0 <= t <= 1.0 for t in self.thresholds):  # NaN fails too
+                raise ValueError(
+                    f"key 'thresholds' should hold probabilities in [0, 1], not "
+                    f"{list(self.thresholds)!r}"
+                )
 
     @property
     def multi_label(self) -> bool:
@@ -173,6 +207,13 @@ class Manifest:
         base = _fields_of(BaseModelRef, data["base_model"], source, "base_model.")
         thresholds = data.get("thresholds")
         try:
+            if thresholds is not None and not (
+                isinstance(thresholds, list)
+                and all(isinstance(t, int | float) and not isinstance(t, bool) for t in thresholds)
+            ):
+                raise ValueError(
+                    f"key 'thresholds' should be a list of numbers or null, not {thresholds!r}"
+                )
             return cls(
                 **{
                     **data,

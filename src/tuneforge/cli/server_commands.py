@@ -330,41 +330,29 @@ def models_import(
     database_url: DatabaseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Copy a bundle into the server's data directory and register it as a model."""
-    import re
-    import shutil
-    import time
+    """Check a bundle, copy it into the server's data directory and register it as a model.
 
-    from tuneforge.bundle import read_bundle
-    from tuneforge.jobs.ids import new_id
+    Refused (exit 2, nothing left behind): links of any kind, code, pickle weights,
+    ``auto_map``, broken weights, a malformed manifest, an adapter over a base model the
+    server does not host, a bundle that does not load and run.
+    """
+    import os
+
     from tuneforge.jobs.layout import DataDir
-    from tuneforge.jobs.tables import FineTunedModel
+    from tuneforge.server.services.models import check_project_name, import_bundle
+    from tuneforge.server.state import base_model_table
 
-    info = read_bundle(bundle)
-    model_id = name or bundle.resolve().name
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,200}", model_id):
-        raise InputError(f"invalid model id {model_id!r}: use letters, digits, '_.:-'")
+    check_project_name(project)
     settings = _settings(data_dir, database_url, config)
-    sessions = _sessions(settings.data_dir, settings.database_url)
-    layout = DataDir(settings.data_dir.resolve())
-    layout.create()
-    with sessions() as session:
-        if session.get(FineTunedModel, model_id) is not None:
-            raise InputError(f"a model {model_id!r} exists already; pick another --name")
-    folder = new_id("import-", 12)
-    dest = layout.models / folder
-    tmp = layout.models / f".{folder}.partial"
-    shutil.copytree(info.path, tmp, ignore=shutil.ignore_patterns(".*"))
-    tmp.rename(dest)
-    with sessions.begin() as session:
-        session.add(
-            FineTunedModel(
-                id=model_id,
-                project=project,
-                base_model=info.manifest.base_model.name,
-                job_id=folder,
-                bundle=str(dest.relative_to(layout.root)),
-                created_at=int(time.time()),
-            )
-        )
+    model_id = name if name is not None else Path(os.path.abspath(bundle)).name
+    import_bundle(
+        DataDir(settings.data_dir.resolve()),
+        _sessions(settings.data_dir, settings.database_url),
+        base_model_table(settings),
+        bundle,
+        project,
+        model_id,
+        backend=settings.backend,
+        max_accuracy_drop=settings.max_accuracy_drop,
+    )
     print(model_id)

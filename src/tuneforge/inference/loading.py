@@ -3,7 +3,9 @@ module ready to run, and checks an adapter's base model is the one it was traine
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuneforge.bundle import BundleInfo
@@ -17,16 +19,50 @@ if TYPE_CHECKING:  # torch and transformers load only when a torch model is buil
 
 
 def check_safe_bundle(info: BundleInfo) -> None:
-    """Refuse a bundle whose model, adapter or tokenizer would run code or unpickle on load.
+    """Refuse a bundle whose model, adapter or tokenizer would run code or unpickle on load,
+    or that lacks them.
 
     Raises:
-        InputError: Pickle-only weights, ``auto_map`` custom code or ``.py`` files.
+        InputError: No ``tokenizer/`` folder, no ``model/`` (``adapter/``) folder with
+            safetensors weights, pickle-only weights, ``auto_map`` custom code, ``.py``
+            files, or a ``max_length`` past the model's position embeddings.
     """
+    part = "adapter" if info.adapter else "model"
+    check_safe_model_dir(info.path / part, f"bundle {info.path}: {part}")
+    if not any((info.path / part).glob("*.safetensors")):
+        raise InputError(
+            f"bundle {info.path} has no {part}/ folder with safetensors weights; copy the "
+            "whole --output directory of `tuneforge train`"
+        )
+    if not (info.path / "tokenizer").is_dir():
+        raise InputError(
+            f"bundle {info.path} has no tokenizer/ folder; copy the whole --output directory "
+            "of `tuneforge train`"
+        )
     check_safe_model_dir(
         info.path / "tokenizer", f"bundle {info.path}: tokenizer", needs_weights=False
     )
-    part = "adapter" if info.adapter else "model"
-    check_safe_model_dir(info.path / part, f"bundle {info.path}: {part}")
+    if not info.adapter:
+        check_max_length(info, info.path / "model" / "config.json")
+
+
+def check_max_length(info: BundleInfo, config_path: Path) -> None:
+    """Refuse a bundle whose ``max_length`` is longer than its model's position embeddings
+    (``config_path``: the model's ``config.json``), which would fail on every long input.
+
+    Raises:
+        InputError: The config is unreadable, or ``max_length`` is past its limit.
+    """
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"bundle {info.path}: cannot read {config_path.name}: {exc}") from None
+    limit = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if isinstance(limit, int) and info.max_length > limit:
+        raise InputError(
+            f"bundle {info.path}: max_length {info.max_length} in its manifest is longer than "
+            f"the model's {limit} positions; the bundle is damaged or was edited"
+        )
 
 
 def check_base_model(info: BundleInfo, actual_sha256: str | None = None) -> BaseModel:
@@ -90,7 +126,7 @@ def load_bundle_model(info: BundleInfo) -> PreTrainedModel:
         level = logging.getLogger("transformers").level
         logging.getLogger("transformers").setLevel(logging.ERROR)
         try:
-            return AutoModelForSequenceClassification.from_pretrained(
+            model = AutoModelForSequenceClassification.from_pretrained(
                 info.path / "model",
                 dtype=torch.float32,
                 use_safetensors=True,
@@ -98,7 +134,15 @@ def load_bundle_model(info: BundleInfo) -> PreTrainedModel:
             )
         finally:
             logging.getLogger("transformers").setLevel(level)
+        if model.config.num_labels != len(info.labels):
+            raise InputError(
+                f"bundle {info.path}: its manifest names {len(info.labels)} labels but its "
+                f"model has {model.config.num_labels} outputs; the bundle is damaged or was "
+                "edited"
+            )
+        return model
     base = check_base_model(info)
+    check_max_length(info, base.path / "config.json")
     from peft import PeftModel
 
     classifier = build_classifier(base.path, info.labels, multi_label=info.multi_label)

@@ -38,7 +38,7 @@ from tuneforge.inference.backends import (
     TorchBackend,
 )
 from tuneforge.inference.export_report import EXPORT_REPORT
-from tuneforge.inference.loading import load_bundle_model
+from tuneforge.inference.loading import check_safe_bundle, load_bundle_model
 from tuneforge.inference.onnx_graph import fuse_transformer, quantize_int8
 from tuneforge.models.forward import probabilities
 
@@ -184,6 +184,7 @@ def export_bundle(
     from transformers import AutoTokenizer
 
     info = read_bundle(bundle)
+    check_safe_bundle(info)  # before transformers opens anything in it
     data = bundle_validation(info, validation_file)
     tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer", trust_remote_code=False)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -8,6 +8,7 @@ adapter bundles (LoRA, IA3) run on torch and share one copy of their base model.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -22,6 +23,25 @@ from tuneforge.inference.backends import TorchBackend
 from tuneforge.inference.batching import MicroBatcher
 from tuneforge.inference.predictor import Predictor
 from tuneforge.inference.shared_base import SharedBases, tensor_bytes
+
+log = logging.getLogger("tuneforge.server")
+# After a failed load, requests for that model fail at once for this long (a broken bundle
+# asked for by many clients is not loaded once per request), then loading is tried again.
+RETRY_FAILED_LOAD_SECONDS = 5.0
+
+
+class ModelUnavailable(Exception):
+    """A model's bundle could not be loaded; the cause is logged, not carried.
+
+    Attributes:
+        model_id: The model.
+        retry_after: Seconds until loading it is tried again.
+    """
+
+    def __init__(self, model_id: str, retry_after: float) -> None:
+        super().__init__(f"model {model_id} could not be loaded")
+        self.model_id = model_id
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -63,13 +83,19 @@ class ModelCache:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._failed: dict[str, float] = {}  # model id -> monotonic time to retry loading
         self.bases = SharedBases()
         self._tokenizers: dict[str, object] = {}
         self.executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="tuneforge-infer")
         self.evictions = 0
 
     def get(self, model_id: str, bundle: Path) -> LoadedModel:
-        """The loaded model, loading (and evicting others) if needed. Thread-safe."""
+        """The loaded model, loading (and evicting others) if needed. Thread-safe.
+
+        Raises:
+            ModelUnavailable: The bundle does not load (the cause is logged once per try;
+                for ``RETRY_FAILED_LOAD_SECONDS`` after a failure, without trying again).
+        """
         with self._lock:
             if model_id in self._models:
                 self._models.move_to_end(model_id)
@@ -79,10 +105,20 @@ class ModelCache:
             with self._lock:
                 if model_id in self._models:
                     return self._models[model_id]
-            loaded = self._load(model_id, bundle)
+                retry_at = self._failed.get(model_id, 0.0)
+            if retry_at > time.monotonic():
+                raise ModelUnavailable(model_id, retry_at - time.monotonic())
+            try:
+                loaded = self._load(model_id, bundle)
+            except Exception as exc:
+                log.exception("model %s could not be loaded from %s", model_id, bundle)
+                with self._lock:
+                    self._failed[model_id] = time.monotonic() + RETRY_FAILED_LOAD_SECONDS
+                raise ModelUnavailable(model_id, RETRY_FAILED_LOAD_SECONDS) from exc
             with self._lock:
                 self._models[model_id] = loaded
                 self._loading.pop(model_id, None)
+                self._failed.pop(model_id, None)
                 self._evict_over_budget(keep=model_id)
             return loaded
 
@@ -176,6 +212,7 @@ class ModelCache:
         """Drop a model (deleted)."""
         with self._lock:
             self._drop(model_id)
+            self._failed.pop(model_id, None)
 
     def loaded(self) -> list[str]:
         """Ids of the loaded models, least recently used first."""

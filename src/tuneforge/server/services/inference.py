@@ -14,7 +14,7 @@ from tuneforge.inference.batching import QueueFull, RequestTimeout
 from tuneforge.inference.predictor import Prediction
 from tuneforge.jobs.ids import new_id
 from tuneforge.server.errors import APIError
-from tuneforge.server.model_cache import LoadedModel
+from tuneforge.server.model_cache import LoadedModel, ModelUnavailable
 from tuneforge.server.schemas.inference import MAX_CHARS, MAX_INPUTS, ChatMessage, ChatRequest
 from tuneforge.server.services.models import bundle_for
 from tuneforge.server.state import AppState
@@ -28,9 +28,21 @@ log = logging.getLogger("tuneforge.server")
 
 
 def _load(state: AppState, project: str, model: str) -> LoadedModel:
+    """Load the model (in a worker thread); 503 ``model_unavailable`` when its bundle does
+    not load (the cause is logged server-side, never sent)."""
     with state.store.read() as session:
         model_id, bundle = bundle_for(state, session, project, model)
-    return state.models.get(model_id, bundle)
+    try:
+        return state.models.get(model_id, bundle)
+    except ModelUnavailable as exc:
+        raise APIError(
+            503,
+            f"The model '{model}' could not be loaded; the failure is logged on the server. "
+            "Retry later, or ask the server's operators to check or re-import the model.",
+            code="model_unavailable",
+            param="model",
+            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+        ) from None
 
 
 async def _resolve(state: AppState, project: str, model: str) -> LoadedModel:
