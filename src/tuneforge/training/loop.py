@@ -80,11 +80,6 @@ class FitResult:
         return self.examples_seen / self.n_train if self.n_train else 0.0
 
 
-def steps_per_epoch(n_examples: int, batch_size: int, accumulation: int) -> int:
-    """Optimizer steps in one epoch (megabatch remainders can add a few short batches)."""
-    return math.ceil(math.ceil(n_examples / batch_size) / accumulation)
-
-
 def planned_steps(lengths, settings: LoopSettings) -> tuple[int, int]:
     """(optimizer steps per epoch, total optimizer steps) of a run, as ``fit`` counts them."""
     s = settings
