@@ -16,7 +16,7 @@ from torch import nn
 from tuneforge.config import SettingError
 from tuneforge.models.safety import check_safe_model_dir
 
-SHOWN_NAMES = 12
+SHOWN_NAMES = 40
 
 
 def module_names(model: nn.Module) -> list[str]:

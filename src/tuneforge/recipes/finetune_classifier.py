@@ -28,7 +28,7 @@ from tuneforge.bundle import (
 )
 from tuneforge.card import render_model_card
 from tuneforge.config import RunConfig
-from tuneforge.data.checks import check_error, data_problems, describe_example
+from tuneforge.data.checks import check_error, data_problems, describe_example, table_problems
 from tuneforge.data.encode import EncodedTexts, encode_texts, length_grouped_batches
 from tuneforge.data.labels import LabelMap
 from tuneforge.data.splits import Splits, make_splits, split_manifest
@@ -83,7 +83,7 @@ def load_splits(config: RunConfig) -> Splits:
             tables[role] = None
             continue
         try:
-            tables[role] = read_table(
+            table = read_table(
                 path,
                 text_column=d.text_column,
                 label_column=d.label_column,
@@ -92,6 +92,10 @@ def load_splits(config: RunConfig) -> Splits:
             )
         except InputError as exc:
             problems.extend(exc.problems or [Problem(file=path, message=str(exc))])
+            continue
+        tables[role] = table
+        # Rows a tokenizer cannot take, a training file of one class: stop before any work.
+        problems.extend(table_problems(table, training=role == "train"))
     if problems:
         raise InputError(f"{len(problems)} problem(s) in the data files", problems)
     assert tables["train"] is not None  # DataConfig.train is required
