@@ -33,6 +33,7 @@ def _assert_one_error_nothing_left(result: CliResult, output: Path, *needles: st
 
 
 BAD_SETTINGS = {
+    "--epochs inf": (["--epochs", "inf"], "--epochs"),
     "--epochs 1e309 (inf)": (["--epochs", "1e309"], "train.epochs"),
     "--epochs 1e12": (["--epochs", "1e12"], "train.epochs"),
     "--set train.epochs=.inf": (["--set", "train.epochs=.inf"], "train.epochs"),

@@ -157,13 +157,14 @@ def test_bad_input_found_by_training_fails_once_without_leaks(tmp_path: Path, ti
                     "/v1/fine_tuning/jobs",
                     json={"model": TINY, "training_file": train, "hyperparameters": hp, **extra},
                 ).json()
-                for extra in ({}, {"method": {"type": "lora"}})
+                for extra in ({}, {"method": {"type": "lora"}}, {})
             ]
-        assert [j["status"] for j in jobs] == ["queued", "queued"], jobs
-        data_file, lora = (j["id"] for j in jobs)
+        assert [j["status"] for j in jobs] == ["queued"] * 3, jobs
+        data_file, lora, huge = (j["id"] for j in jobs)
         stored_bad = str(Path("files") / bad_path.name)
         _tamper(server, data_file, lambda c: c["data"].update(train=stored_bad))
         _tamper(server, lora, lambda c: c["method"].update(target_modules=["no_such_layer"]))
+        _tamper(server, huge, lambda c: c["train"].update(epochs=1e9))
         with server.state.sessions.begin() as s:
             s.get(Job, data_file).training_file = bad
 
@@ -171,11 +172,12 @@ def test_bad_input_found_by_training_fails_once_without_leaks(tmp_path: Path, ti
             server.state.layout.root, settings.resolved_database_url(), 3.0, tmp_path / "w.log"
         )
         try:
-            done = {j: server.wait_for_job(key, j, TERMINAL, 120) for j in (data_file, lora)}
+            done = {j: server.wait_for_job(key, j, TERMINAL, 120) for j in (data_file, lora, huge)}
         finally:
             stop_process(worker)
 
-        for job_id, code in ((data_file, "invalid_training_file"), (lora, "invalid_job")):
+        expected = {data_file: "invalid_training_file", lora: "invalid_job", huge: "invalid_job"}
+        for job_id, code in expected.items():
             job = done[job_id]
             assert job["status"] == "failed", job
             assert job["attempts"] == 1, job  # deterministic: not retried
@@ -189,3 +191,4 @@ def test_bad_input_found_by_training_fails_once_without_leaks(tmp_path: Path, ti
         assert f"{bad} (one.csv)" in done[data_file]["error"]["message"]
         assert "at least 2 classes" in done[data_file]["error"]["message"]
         assert "'no_such_layer'" in done[lora]["error"]["message"]
+        assert "train.epochs" in done[huge]["error"]["message"]

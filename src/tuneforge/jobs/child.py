@@ -292,7 +292,11 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
     if raw is None:
         print(f"job {job_id} not found", file=sys.stderr)
         return EXIT_FAILED
-    config = RunConfig.from_dict(resolve_paths(raw, data_dir))
+    try:  # a run config stored by an older server may hold values no longer accepted
+        config = RunConfig.from_dict(resolve_paths(raw, data_dir))
+    except InputError as exc:
+        _write_json(work / "error.json", bad_input_error(exc, {}, {}))
+        return EXIT_BAD_INPUT
     output = Path(config.output)
     if (output / "tuneforge.json").is_file():  # a previous attempt published, then died
         _write_json(work / "result.json", {"bundle": str(output), "reused": True})
