@@ -164,3 +164,13 @@ def test_metadata_at_openai_limits_is_kept(env: dict):
     response = _post(env, {"metadata": metadata})
     assert response.status_code == 200, response.text
     assert response.json()["metadata"] == metadata
+
+
+def test_a_multiplied_learning_rate_above_one_is_refused(env: dict):
+    before = _jobs(env)
+    hp = {"learning_rate": 0.5, "learning_rate_multiplier": 4}
+    error = _refused(
+        env, _post(env, _hp("method", hp)), PREFIX["method"] + ".learning_rate_multiplier"
+    )
+    assert "above 1" in error["message"] and "train." not in error["message"], error
+    assert _jobs(env) == before
