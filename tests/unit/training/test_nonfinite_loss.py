@@ -51,8 +51,9 @@ class LossTurnsTo:
         return loss * self.value if self.calls == self.at else loss
 
 
-@pytest.mark.parametrize("value", [math.inf, math.nan], ids=["inf", "nan"])
-@pytest.mark.parametrize("accumulation", [1, 2])
+@pytest.mark.parametrize(
+    ("value", "accumulation"), [(math.inf, 1), (math.nan, 2)], ids=["inf", "nan, accumulating"]
+)
 def test_a_non_finite_loss_stops_the_run_at_that_step(
     tiny_model: Path, tmp_path: Path, value: float, accumulation: int
 ):
