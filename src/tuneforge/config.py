@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -35,11 +36,12 @@ def setting(
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
+    api_le: float | None = None,
     choices: tuple[str, ...] | None = None,
     cli: str | None = None,
 ) -> Any:
     """A config field with its range; its help text is the ``Attributes:`` entry of the
-    class docstring, its type the annotation.
+    class docstring, its type the annotation. Numbers are always finite (no inf or nan).
 
     Args:
         default: The default value.
@@ -47,11 +49,21 @@ def setting(
         gt: Numbers must be > this.
         le: Numbers must be <= this.
         lt: Numbers must be < this.
+        api_le: A tighter upper bound for the job API (OpenAI's limits on a shared
+            server); the command line takes values up to ``le``.
         choices: The allowed strings.
         cli: The command-line flag when it is not ``--field-name`` (a boolean field may
             name its on and off flags, ``--on/--off``).
     """
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "cli": cli}
+    meta = {
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "lt": lt,
+        "api_le": api_le,
+        "choices": choices,
+        "cli": cli,
+    }
     return field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
 
 
@@ -185,8 +197,8 @@ def _requirement(s: Setting) -> str:
         text = "true or false"
     elif kinds <= {int, float} and kinds:
         noun = "a whole number" if kinds == {int} else "a number"
-        if m.get("gt") == 0 and not {"le", "lt"} & set(m):
-            text = "a positive number"
+        if m.get("gt") == 0 and "lt" not in m:
+            text = "a positive number" + (f" <= {m['le']}" if "le" in m else "")
         elif ("ge" in m or "gt" in m) and ("le" in m or "lt" in m):
             low = f"[{m['ge']}" if "ge" in m else f"({m['gt']}"
             high = f"{m['le']}]" if "le" in m else f"{m['lt']})"
@@ -230,12 +242,27 @@ def _in_range(s: Setting, value: Any) -> bool:
         return False
     if isinstance(value, int | float) and not isinstance(value, bool):
         return (
-            ("ge" not in m or value >= m["ge"])
+            (isinstance(value, int) or math.isfinite(value))
+            and ("ge" not in m or value >= m["ge"])
             and ("gt" not in m or value > m["gt"])
             and ("le" not in m or value <= m["le"])
             and ("lt" not in m or value < m["lt"])
         )
     return True
+
+
+class SettingError(InputError):
+    """A setting's value is refused.
+
+    Args:
+        key: The setting, ``section.name`` (``train.batch_size``), so that an edge can name
+            its own field (the job API's ``param``).
+        message: What is wrong and what to do; it names ``key``.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def _validate(obj: object, section: str) -> None:
@@ -250,9 +277,9 @@ def _validate(obj: object, section: str) -> None:
             continue
         if not _type_ok(s, value) and s.kinds == {int}:
             auto = " or 'auto'" if s.allows_auto else ""
-            raise InputError(f"{s.key} must be a whole number{auto}, got {value!r}")
+            raise SettingError(s.key, f"{s.key} must be a whole number{auto}, got {value!r}")
         if not (_type_ok(s, value) and _in_range(s, value)):
-            raise InputError(f"{s.key} must be {s.requirement()}, got {value!r}")
+            raise SettingError(s.key, f"{s.key} must be {s.requirement()}, got {value!r}")
 
 
 QUALITY_CHECKS = ("warn", "error", "off")
@@ -349,8 +376,9 @@ class TrainConfig:
 
     Attributes:
         epochs: Passes over the training split (a fraction such as 1.5 ends mid-epoch),
-            or ``auto`` (from the data size).
-        batch_size: Examples per optimizer step (before accumulation), or ``auto``.
+            or ``auto`` (from the data size); at most 1000 (50 in the job API).
+        batch_size: Examples per optimizer step (before accumulation), or ``auto``; at
+            most the training rows and 4096 (256 in the job API).
         learning_rate: Peak learning rate, or ``auto`` (from the method and batch size).
         learning_rate_multiplier: Scales the learning rate (auto or given); the OpenAI
             API's ``learning_rate_multiplier``.
@@ -386,25 +414,27 @@ class TrainConfig:
             sub-bundles (``checkpoints/step-<N>/``); 0 keeps none.
     """
 
-    epochs: int | float | Auto = setting("auto", gt=0)
-    batch_size: int | Auto = setting("auto", gt=0)
+    # Upper bounds keep every run finite (no overflow, no inf); the job API caps epochs and
+    # batch size at OpenAI's limits (``api_le``), and its total steps at a server setting.
+    epochs: int | float | Auto = setting("auto", gt=0, le=1000, api_le=50)
+    batch_size: int | Auto = setting("auto", gt=0, le=4096, api_le=256)
     learning_rate: float | Auto = setting("auto", gt=0, le=1)
-    learning_rate_multiplier: float = setting(1.0, gt=0)
-    head_lr_multiplier: float | Auto = setting("auto", gt=0)
-    weight_decay: float = setting(0.01, ge=0)
+    learning_rate_multiplier: float = setting(1.0, gt=0, le=10)
+    head_lr_multiplier: float | Auto = setting("auto", gt=0, le=1000)
+    weight_decay: float = setting(0.01, ge=0, le=1)
     warmup_ratio: float = setting(0.06, ge=0, lt=1)
-    gradient_accumulation: int = setting(1, ge=1)
-    max_grad_norm: float = setting(1.0, ge=0)
+    gradient_accumulation: int = setting(1, ge=1, le=1024)
+    max_grad_norm: float = setting(1.0, ge=0, le=1000)
     seed: int = setting(42, ge=0, le=2**31 - 1)
-    patience: int = setting(3, ge=0)
-    min_epochs: float | Auto = setting("auto", ge=0)
-    eval_every: int | None = setting(None, ge=1)
-    evals_per_epoch: int = setting(2, ge=1)
+    patience: int = setting(3, ge=0, le=10_000)
+    min_epochs: float | Auto = setting("auto", ge=0, le=1000)
+    eval_every: int | None = setting(None, ge=1, le=1_000_000)
+    evals_per_epoch: int = setting(2, ge=1, le=1000)
     selection_metric: str = "macro_f1"
     precision: str = setting("auto", choices=PRECISIONS)
     class_weights: bool = False
     num_threads: int | None = setting(None, ge=1, le=256, cli="--threads")
-    checkpoint_every: int | None = setting(None, ge=1)
+    checkpoint_every: int | None = setting(None, ge=1, le=1_000_000)
     keep_checkpoints: int = setting(0, ge=0, le=100)
 
     def __post_init__(self) -> None:

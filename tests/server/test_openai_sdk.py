@@ -33,7 +33,7 @@ def test_openai_client_fine_tunes_and_serves_a_classifier(server: LiveServer, tm
         validation_file=valid.id,
         suffix="reviews",
         seed=7,
-        hyperparameters={"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 40},
+        hyperparameters={"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 10},
         metadata={"team": "support"},
     )
     assert job.status == "queued" and job.model == TINY and job.seed == 7

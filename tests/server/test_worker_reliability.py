@@ -124,6 +124,16 @@ def resumed_step(server: LiveServer, job_id: str) -> int | None:
     return None
 
 
+def assert_each_step_logged_once(server: LiveServer, job_id: str) -> None:
+    """A resumed attempt trains again from its checkpoint but logs no step twice."""
+    steps = [
+        e.data["step"]
+        for e in events(server, job_id)
+        if e.type == "metrics" and e.data and "train_loss" in e.data
+    ]
+    assert steps == list(range(1, len(steps) + 1)), steps
+
+
 def wait_for_status(server: LiveServer, job_id: str, statuses: set[str], timeout: float) -> Job:
     def reached() -> Job | None:
         job = job_row(server, job_id)
@@ -280,6 +290,7 @@ def test_killed_training_child_is_retried_from_checkpoint(tmp_path: Path, tiny_m
         job = assert_finished_training(server, job_id)
         assert job.attempts == 2
         assert step >= seen_step > 0
+        assert_each_step_logged_once(server, job_id)
         text = messages(server, job_id)
         failed = [m for m in text if m.startswith("Attempt 1 failed")]
         assert failed and "exited with code -9" in failed[0], text
@@ -317,11 +328,18 @@ def test_job_that_always_crashes_fails_after_max_attempts(tmp_path: Path, tiny_m
         assert job["error"]["code"] == "training_failed"
         message = job["error"]["message"]
         assert message.startswith("Attempt 2 of 2 failed: the training process exited with code 1")
-        assert "SafetensorError" in message  # the log tail names the cause
+        assert "SafetensorError" in message  # the exception's name, nothing more
+        # The traceback stays in the attempt's log and the server log, never in the API.
+        assert "Traceback" not in message and 'File "' not in message, message
+        assert str(settings.data_dir) not in message and "site-packages" not in message
+        assert "server log" in message
+        log = (server.state.layout.job_dir(job_id) / "attempt-2.log").read_text()
+        assert "Traceback" in log and "SafetensorError" in log
         assert job["fine_tuned_model"] is None and job["finished_at"]
         text = messages(server, job_id)
         assert any(m.startswith("Attempt 1 failed") and "queued again" in m for m in text)
         assert any(m.startswith("The job failed: Attempt 2 of 2 failed") for m in text)
+        assert not any("Traceback" in m or 'File "' in m for m in text), text
         assert training_children(job_id) == []
 
 
@@ -386,6 +404,7 @@ def test_pause_then_resume_continues_from_checkpoint(tmp_path: Path, tiny_model:
         job = assert_finished_training(server, job_id)
         assert job.attempts == 1
         assert step >= seen_step > 0
+        assert_each_step_logged_once(server, job_id)
         text = messages(server, job_id)
         assert any(m.startswith("Fine-tuning job paused") for m in text)
         assert "Fine-tuning job resumed; queued (was paused)" in text

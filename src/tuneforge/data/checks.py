@@ -1,5 +1,7 @@
 """The data report's quality checks where training runs: duplicates, leakage across splits
-and texts with conflicting labels, as structured problems with counts and an example.
+and texts with conflicting labels, as structured problems with counts and an example; and
+the checks every training file must pass (``table_problems``): at least two classes, and
+texts a tokenizer can take.
 
 Only the cheap parts of ``tuneforge data check`` run here (no tokenizer work).
 """
@@ -11,6 +13,7 @@ from typing import Any
 
 from tuneforge.data.report import build_data_report
 from tuneforge.data.splits import Splits
+from tuneforge.data.tables import Table
 from tuneforge.errors import InputError, Problem
 
 
@@ -108,3 +111,68 @@ def check_error(problems: list[dict[str, Any]], source: str) -> DataCheckError:
             for p in problems
         ],
     )
+
+
+MIN_CLASSES = 2
+MAX_ENCODING_PROBLEMS = 20
+
+
+def table_problems(table: Table, *, training: bool) -> list[Problem]:
+    """What makes a file unusable for training, found before any model work.
+
+    Args:
+        table: One file's rows.
+        training: The file is the training file (it must hold at least two classes).
+
+    Returns:
+        One problem per row whose text or labels cannot be encoded as UTF-8 (a lone UTF-16
+        surrogate such as ``\\ud800`` in JSON; the tokenizer and the bundle's files take
+        only UTF-8), at most ``MAX_ENCODING_PROBLEMS``; and, for the training file, one
+        problem when it holds fewer than two classes.
+    """
+    problems = [
+        Problem(
+            file=table.source,
+            line=line,
+            message=f"the {what} holds a character that is not valid Unicode text (a lone "
+            "surrogate such as \\ud800)",
+            fix="remove or replace that character (the file must be valid UTF-8 text)",
+        )
+        for line, what in _unencodable(table)
+    ][:MAX_ENCODING_PROBLEMS]
+    if training:
+        classes = sorted({label for labels in table.labels for label in labels})
+        if len(classes) < MIN_CLASSES:
+            found = f"only {classes[0]!r}" if classes else "no labels"
+            problems.append(
+                Problem(
+                    file=table.source,
+                    message=f"a classifier needs at least {MIN_CLASSES} classes; the training "
+                    f"data has {found}",
+                    fix="add rows of at least one other class",
+                )
+            )
+    return problems
+
+
+def _unencodable(table: Table) -> list[tuple[int, str]]:
+    """(line, ``text`` or ``label``) of the rows that UTF-8 cannot encode."""
+    if _encodes("\n".join(table.texts)) and all(_encodes("".join(ls)) for ls in table.labels):
+        return []  # the common case: one pass over the whole file
+    found = []
+    for text, labels, line in zip(table.texts, table.labels, table.lines, strict=True):
+        if not _encodes(text):
+            found.append((line, "text"))
+        elif not all(_encodes(label) for label in labels):
+            found.append((line, "label"))
+        if len(found) >= MAX_ENCODING_PROBLEMS:
+            break
+    return found
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

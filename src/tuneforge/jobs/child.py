@@ -28,10 +28,19 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ORPHANED = 0, 1, 2, 70
 class EventForwarder:
     """Training events -> OpenAI-style job events (step metrics batched, at most 1 write/s)."""
 
-    def __init__(self, store, job_id: str, flush_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        store,
+        job_id: str,
+        flush_seconds: float = 1.0,
+        logged: tuple[int, int] = (0, 0),
+    ) -> None:
         self.store = store
         self.job_id = job_id
         self.flush_seconds = flush_seconds
+        # (last step, last evaluation step) a previous attempt already logged: a resumed
+        # attempt trains again from its checkpoint and must not log those steps twice.
+        self.logged_step, self.logged_eval = logged
         self.pending: list[dict[str, Any]] = []
         self.last_flush = 0.0
         self.total_steps: int | None = None
@@ -90,6 +99,8 @@ class EventForwarder:
         if self.first_step is None:
             self.first_step = (now, step)
         self.last_step = {"step": step, "train_loss": e.get("loss")}
+        if step <= self.logged_step:
+            return  # logged by the attempt this one resumed
         data = {
             "step": step,
             "total_steps": self.total_steps,
@@ -110,6 +121,8 @@ class EventForwarder:
             "valid_accuracy": m.get("accuracy", m.get("subset_accuracy")),
             "valid_macro_f1": m.get("macro_f1"),
         }
+        if int(e["step"]) <= self.logged_eval:
+            return  # logged by the attempt this one resumed
         self._add(
             f"Step {e['step']}: validation accuracy={self.last_eval['valid_accuracy']}, "
             f"macro-F1={self.last_eval['valid_macro_f1']}",
@@ -163,6 +176,88 @@ class EventForwarder:
         self.last_flush = time.time()
 
 
+def logged_steps(store, job_id: str) -> tuple[int, int]:
+    """(last training step, last evaluation step) in the job's metrics events (0 if none)."""
+    from sqlalchemy import select
+
+    from tuneforge.jobs.tables import JobEvent
+
+    step = evaluation = 0
+    with store.sessions() as s:
+        rows = s.scalars(
+            select(JobEvent.data)
+            .where(JobEvent.job_id == job_id, JobEvent.type == "metrics")
+            .order_by(JobEvent.seq.desc())
+        )
+        for data in rows:
+            if not data or "step" not in data:
+                continue
+            if "train_loss" in data and not step:
+                step = int(data["step"])
+            elif "train_loss" not in data and not evaluation:
+                evaluation = int(data["step"])
+            if step and evaluation:
+                break
+    return step, evaluation
+
+
+# the run config's data file -> (the job's field, the error code of its problems)
+FILE_FIELDS = {
+    "train": ("training_file", "invalid_training_file"),
+    "validation": ("validation_file", "invalid_validation_file"),
+    "test": ("test_file", "invalid_test_file"),
+}
+
+
+def file_labels(store, job_id: str, data: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """For the job's data files: (path or stored name -> ``file-id (name)``, path or stored
+    name -> the error code of a problem in it).
+
+    Args:
+        store: The job store.
+        job_id: The job.
+        data: The run config's ``DataConfig`` (absolute paths).
+    """
+    from tuneforge.jobs.tables import File, Job
+
+    labels: dict[str, str] = {}
+    codes: dict[str, str] = {}
+    with store.sessions() as s:
+        job = s.get(Job, job_id)
+        for role, (field, code) in FILE_FIELDS.items():
+            path = getattr(data, role)
+            if not path:
+                continue
+            file_id = getattr(job, field, None) if job is not None else None
+            row = s.get(File, file_id) if file_id else None
+            label = f"{file_id} ({row.filename})" if row else (file_id or Path(path).name)
+            for key in (str(path), Path(path).name):
+                labels[key] = label
+                codes[key] = code
+    return labels, codes
+
+
+def bad_input_error(exc: Exception, labels: dict[str, str], codes: dict[str, str]) -> dict:
+    """``error.json`` for an ``InputError``: its message and problems with the data files
+    named by id (no server path), and the job error code (the file a problem is in, or
+    the error's own ``job_error_code``; none: the worker says ``invalid_job``)."""
+    from tuneforge.jobs.messages import scrub_paths
+
+    problems = list(getattr(exc, "problems", []))
+    error: dict[str, Any] = {
+        "message": scrub_paths(str(exc).split("\n", 1)[0], labels),
+        "problems": [scrub_paths(str(p), labels) for p in problems],
+    }
+    code = getattr(exc, "job_error_code", None)
+    for problem in problems:
+        if code:
+            break
+        code = codes.get(problem.file) or codes.get(Path(problem.file).name)
+    if code:
+        error["code"] = code
+    return error
+
+
 def _watch_parent(parent: int) -> None:
     """Exit at once when the worker that started us is gone (its pid is no longer our parent)."""
     while True:
@@ -197,7 +292,11 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
     if raw is None:
         print(f"job {job_id} not found", file=sys.stderr)
         return EXIT_FAILED
-    config = RunConfig.from_dict(resolve_paths(raw, data_dir))
+    try:  # a run config stored by an older server may hold values no longer accepted
+        config = RunConfig.from_dict(resolve_paths(raw, data_dir))
+    except InputError as exc:
+        _write_json(work / "error.json", bad_input_error(exc, {}, {}))
+        return EXIT_BAD_INPUT
     output = Path(config.output)
     if (output / "tuneforge.json").is_file():  # a previous attempt published, then died
         _write_json(work / "result.json", {"bundle": str(output), "reused": True})
@@ -205,18 +304,16 @@ def run(database_url: str, data_dir: str, job_id: str) -> int:
     stage = staging_dir(output)
     resume = (stage / "checkpoints" / "latest.json").is_file()
     config = RunConfig.from_dict({**config.to_dict(), "resume": resume})
-    forwarder = EventForwarder(store, job_id)
+    forwarder = EventForwarder(
+        store, job_id, logged=logged_steps(store, job_id) if resume else (0, 0)
+    )
     trackers = tracker_listeners(store, job_id, work, resume)
     try:
         result = finetune_classifier(config, listeners=[forwarder, *trackers])
-    except InputError as exc:
+    except InputError as exc:  # deterministic: the worker fails the job, no retry
         forwarder.flush()
-        problems = [str(p) for p in exc.problems]
-        error = {"message": str(exc), "problems": problems}
-        code = getattr(exc, "job_error_code", None)  # DataCheckError: invalid_training_file
-        if code:
-            error["code"] = code
-        _write_json(work / "error.json", error)
+        labels, codes = file_labels(store, job_id, config.data)
+        _write_json(work / "error.json", bad_input_error(exc, labels, codes))
         return EXIT_BAD_INPUT
     forwarder.flush()
     for tracker in trackers:

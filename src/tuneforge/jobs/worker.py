@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tuneforge.jobs.db import DATABASE_URL_ENV
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.layout import DataDir
+from tuneforge.jobs.messages import crash_cause, scrub_paths
 from tuneforge.jobs.results import record_success
 from tuneforge.jobs.status import JobStatus
 from tuneforge.jobs.store import Claim, JobStore
@@ -216,11 +217,21 @@ class Worker:
             self._succeed(job_id, result.get("trained_tokens"))
             return
         if code == 2 and (work / "error.json").is_file():
+            # Bad input (data, options): the same every time, so one attempt and no retry.
             error = json.loads((work / "error.json").read_text(encoding="utf-8"))
             message = "; ".join(error.get("problems") or []) or error["message"]
             self._fail(job_id, error.get("code", "invalid_job"), message)
             return
-        reason = f"the training process exited with code {code}" + _log_tail(log_path)
+        # A crash: its output (the traceback) goes to this worker's log and stays in the
+        # attempt's log file; the job's error says only the exception's name.
+        tail = _log_tail(log_path)
+        log.warning("job %s attempt %d exited with code %d%s", job_id, claim.attempt, code, tail)
+        cause = crash_cause(tail)
+        reason = (
+            f"the training process exited with code {code}"
+            + (f" ({cause})" if cause else "")
+            + "; details are in the server log"
+        )
         if claim.attempt < claim.max_attempts:
             if self.store.finish(job_id, self.id, JobStatus.QUEUED):
                 self.store.add_event(
@@ -257,14 +268,16 @@ class Worker:
             )
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
+        message = scrub_paths(message)  # never a traceback line or a server path
         error = {"code": code, "message": message, "param": None}
         if self.store.finish(job_id, self.id, JobStatus.FAILED, error=error, estimated_finish=None):
             self.store.add_event(job_id, f"The job failed: {message}", level="error")
 
 
-def _log_tail(path: Path, lines: int = 3) -> str:
+def _log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of an attempt's log, for the worker's own log only."""
     try:
         tail = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-lines:]
     except OSError:
         return ""
-    return (": " + " | ".join(tail))[:600] if tail else ""
+    return (":\n" + "\n".join(tail)) if tail else ""

@@ -11,6 +11,7 @@ from torch import nn
 from tuneforge.config import MethodConfig
 from tuneforge.methods.head import head_parameter_prefixes
 from tuneforge.methods.registry import Method, register_method
+from tuneforge.methods.targets import check_target_modules, module_names
 
 # peft knows target modules for common model types; these cover BERT-style encoders
 # whose names peft may not list.
@@ -36,6 +37,8 @@ def prepare_lora(model: nn.Module, config: MethodConfig) -> nn.Module:
     targets = list(config.target_modules) if config.target_modules else None
     if targets is None and _is_bert_like(model):
         targets = _BERT_LORA_TARGETS
+    elif targets is not None:
+        check_target_modules(module_names(model), targets)
     peft_config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=config.lora_r,
@@ -56,6 +59,8 @@ def prepare_ia3(model: nn.Module, config: MethodConfig) -> nn.Module:
     feedforward = None
     if targets is None and _is_bert_like(model):
         targets, feedforward = _BERT_IA3_TARGETS, _BERT_IA3_FEEDFORWARD
+    elif targets is not None:
+        check_target_modules(module_names(model), targets)
     peft_config = IA3Config(
         task_type=TaskType.SEQ_CLS,
         target_modules=targets,
@@ -72,6 +77,7 @@ register_method(
         prepare=prepare_lora,
         adapter=True,
         learning_rate=5e-4,
+        uses_target_modules=True,
     )
 )
 register_method(
@@ -81,5 +87,6 @@ register_method(
         prepare=prepare_ia3,
         adapter=True,
         learning_rate=3e-3,
+        uses_target_modules=True,
     )
 )

@@ -25,6 +25,8 @@ class Method:
         learning_rate: The ``auto`` learning rate at batch size 32.
         head_lr_multiplier: The ``auto`` ratio of the new head's learning rate to the
             rest (a freshly initialised head learns slowly at an encoder's rate).
+        uses_target_modules: ``prepare`` adapts the modules named by the method config's
+            ``target_modules`` (checked against the base model before training).
     """
 
     name: str
@@ -33,6 +35,7 @@ class Method:
     adapter: bool
     learning_rate: float
     head_lr_multiplier: float = 1.0
+    uses_target_modules: bool = False
 
 
 _METHODS: dict[str, Method] = {}

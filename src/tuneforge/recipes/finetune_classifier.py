@@ -28,7 +28,7 @@ from tuneforge.bundle import (
 )
 from tuneforge.card import render_model_card
 from tuneforge.config import RunConfig
-from tuneforge.data.checks import check_error, data_problems, describe_example
+from tuneforge.data.checks import check_error, data_problems, describe_example, table_problems
 from tuneforge.data.encode import EncodedTexts, encode_texts, length_grouped_batches
 from tuneforge.data.labels import LabelMap
 from tuneforge.data.splits import Splits, make_splits, split_manifest
@@ -45,12 +45,12 @@ from tuneforge.models.classifier import build_classifier, load_tokenizer
 from tuneforge.models.forward import sigmoid
 from tuneforge.models.registry import BaseModel, resolve_base_model
 from tuneforge.recipes.checkpoint_bundles import CheckpointKeeper, write_checkpoint_bundles
-from tuneforge.recipes.run_checks import check_run_config
+from tuneforge.recipes.run_checks import check_run_config, check_schedule
 from tuneforge.training import auto
 from tuneforge.training.checkpoint import load_best, load_trainable_state
 from tuneforge.training.device import pick_device, resolve_precision
 from tuneforge.training.events import EventLog, Listener, read_events
-from tuneforge.training.loop import LoopSettings, fit, planned_steps, steps_per_epoch
+from tuneforge.training.loop import LoopSettings, fit, planned_steps
 from tuneforge.training.seed import seed_everything
 from tuneforge.training.speed import estimate_seconds, measure_training_speed, padded_tokens
 from tuneforge.training.threads import apply_threads
@@ -83,7 +83,7 @@ def load_splits(config: RunConfig) -> Splits:
             tables[role] = None
             continue
         try:
-            tables[role] = read_table(
+            table = read_table(
                 path,
                 text_column=d.text_column,
                 label_column=d.label_column,
@@ -92,6 +92,10 @@ def load_splits(config: RunConfig) -> Splits:
             )
         except InputError as exc:
             problems.extend(exc.problems or [Problem(file=path, message=str(exc))])
+            continue
+        tables[role] = table
+        # Rows a tokenizer cannot take, a training file of one class: stop before any work.
+        problems.extend(table_problems(table, training=role == "train"))
     if problems:
         raise InputError(f"{len(problems)} problem(s) in the data files", problems)
     assert tables["train"] is not None  # DataConfig.train is required
@@ -193,6 +197,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     problems = [] if config.data.quality_checks == "off" else data_problems(splits)
     if problems and config.data.quality_checks == "error":
         raise check_error(problems, config.data.train)
+    check_schedule(config, len(splits.train))  # e.g. a batch larger than the data
     labels = LabelMap.from_labels(splits.train.labels)
 
     # 2. Model: base + head + method.
@@ -205,8 +210,8 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
     # 3. Hyperparameters: resolve every "auto" from the data size.
     t = config.train
     n_train = len(splits.train)
-    batch_size = auto.auto_batch_size(n_train) if t.batch_size == "auto" else int(t.batch_size)
-    epochs = auto.auto_epochs(n_train) if t.epochs == "auto" else float(t.epochs)
+    schedule = auto.resolve_schedule(n_train, t.epochs, t.batch_size, t.gradient_accumulation)
+    batch_size, epochs, spe = schedule.batch_size, schedule.epochs, schedule.steps_per_epoch
     lr = t.learning_rate_multiplier * (
         auto.auto_learning_rate(method.learning_rate, batch_size)
         if t.learning_rate == "auto"
@@ -217,9 +222,7 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         if t.head_lr_multiplier == "auto"
         else float(t.head_lr_multiplier)
     )
-    spe = steps_per_epoch(n_train, batch_size, t.gradient_accumulation)
-    # A fractional epoch count (auto on large data, or --epochs 1.5) ends mid-epoch.
-    max_steps = None if epochs.is_integer() else max(1, round(epochs * spe))
+    max_steps = schedule.max_steps
     thread_choice = apply_threads(t.num_threads)
     threads = thread_choice.threads
     device = pick_device()

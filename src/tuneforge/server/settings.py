@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     worker_timeout_seconds: float = Field(
         90.0, gt=0, description="/readyz: a worker is alive if it beat within this long."
     )
+    # Fine-tuning jobs: how much training one job may ask for.
+    max_train_steps: int = Field(
+        100_000,
+        ge=1,
+        description="Most optimizer steps one fine-tuning job may plan (epochs x steps per "
+        "epoch); a job over it is refused with 400 at creation.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -5,6 +5,7 @@ ones so that the total work stays bounded; early stopping trims what is not need
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 TARGET_EPOCHS = 3
 # Small data sets get more epochs (a small encoder needs on the order of a thousand
@@ -28,6 +29,45 @@ def auto_epochs(n_train: int) -> float:
 def auto_batch_size(n_train: int) -> int:
     """16 for small data sets (more updates per epoch), 32 otherwise."""
     return 16 if n_train < 1_000 else 32
+
+
+def steps_per_epoch(n_examples: int, batch_size: int, accumulation: int) -> int:
+    """Optimizer steps in one epoch (megabatch remainders can add a few short batches)."""
+    return math.ceil(math.ceil(n_examples / batch_size) / accumulation)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run is, every ``auto`` resolved.
+
+    Attributes:
+        batch_size: Examples per batch.
+        epochs: Passes over the training split (may be a fraction).
+        steps_per_epoch: Optimizer steps per pass.
+        total_steps: Optimizer steps of the whole run.
+        max_steps: Where a fractional last epoch stops (None: whole epochs).
+    """
+
+    batch_size: int
+    epochs: float
+    steps_per_epoch: int
+    total_steps: int
+    max_steps: int | None
+
+
+def resolve_schedule(
+    n_train: int, epochs: float | str, batch_size: int | str, gradient_accumulation: int
+) -> Schedule:
+    """The run's length from the training size and the (possibly ``auto``) settings."""
+    batch = auto_batch_size(n_train) if batch_size == "auto" else int(batch_size)
+    n_epochs = auto_epochs(n_train) if epochs == "auto" else float(epochs)
+    spe = steps_per_epoch(n_train, batch, gradient_accumulation)
+    # A fractional epoch count (auto on large data, or --epochs 1.5) ends mid-epoch.
+    max_steps = None if n_epochs.is_integer() else max(1, round(n_epochs * spe))
+    total = spe * math.ceil(n_epochs)
+    if max_steps is not None:
+        total = min(total, max_steps)
+    return Schedule(batch, n_epochs, spe, total, max_steps)
 
 
 MANY_CLASSES = 10

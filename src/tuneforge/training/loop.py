@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tuneforge.data.encode import EncodedTexts, collate, length_grouped_batches
+from tuneforge.errors import InputError
 from tuneforge.models.forward import autocast_context
 from tuneforge.training import checkpoint as ckpt
 from tuneforge.training.events import EventLog
@@ -30,6 +31,24 @@ SLOW_RATIO = 0.5
 SLOW_WINDOW_STEPS = 10
 SLOW_WINDOW_SECONDS = 5.0
 """... when it lasts at least this many optimizer steps and seconds of training."""
+
+
+class TrainingDivergedError(InputError):
+    """The loss became inf or nan: the settings (most often the learning rate) make this
+    run diverge. Deterministic for a given seed, so a job fails at once, without a retry."""
+
+    job_error_code = "training_diverged"
+
+
+def _diverged(
+    value: float, step: int, epoch: float, settings: LoopSettings, what: str = "loss"
+) -> TrainingDivergedError:
+    clip = "" if settings.max_grad_norm > 0 else ", or clip gradients (max_grad_norm 1.0)"
+    return TrainingDivergedError(
+        f"training diverged: the {what} is {value} at step {step} (epoch {epoch:.2f}, learning "
+        f"rate {settings.learning_rate:.3g}); nothing was saved. Lower the learning rate "
+        f"(learning_rate or learning_rate_multiplier){clip}"
+    )
 
 
 @dataclass(frozen=True)
@@ -78,11 +97,6 @@ class FitResult:
     def epochs_trained(self) -> float:
         """Passes over the training split actually made (examples seen / examples)."""
         return self.examples_seen / self.n_train if self.n_train else 0.0
-
-
-def steps_per_epoch(n_examples: int, batch_size: int, accumulation: int) -> int:
-    """Optimizer steps in one epoch (megabatch remainders can add a few short batches)."""
-    return math.ceil(math.ceil(n_examples / batch_size) / accumulation)
 
 
 def planned_steps(lengths, settings: LoopSettings) -> tuple[int, int]:
@@ -284,6 +298,9 @@ def fit(
                 with autocast_context(device, s.autocast_dtype):
                     logits = model(**batch).logits
                 loss = loss_fn(logits.float(), targets[idx].to(device))
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):  # stop before the bad gradients are applied
+                    raise _diverged(loss_value, state["step"] + 1, epoch + b / len(batches), s)
                 (loss / s.gradient_accumulation).backward()
                 accumulated += len(idx)
                 last_of_epoch = b == len(batches) - 1
@@ -291,6 +308,9 @@ def fit(
                     continue
                 if s.max_grad_norm > 0:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, s.max_grad_norm))
+                    if not math.isfinite(grad_norm):  # overflow in the backward pass
+                        epoch_now = epoch + (b + 1) / len(batches)
+                        raise _diverged(grad_norm, state["step"] + 1, epoch_now, s, "gradient norm")
                 else:
                     grad_norm = None
                 optimizer.step()
@@ -306,7 +326,7 @@ def fit(
                     "step",
                     step=step,
                     epoch=round(epoch + (b + 1) / len(batches), 4),
-                    loss=round(float(loss.detach()), 6),
+                    loss=round(loss_value, 6),
                     lr=scheduler.get_last_lr()[0],
                     grad_norm=grad_norm,
                     examples_per_s=round(accumulated / (now - tick), 2),

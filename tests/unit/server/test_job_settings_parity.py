@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 from tuneforge.cli.train_options import cli_settings
-from tuneforge.config import TOP_LEVEL, Setting, all_settings
+from tuneforge.config import TOP_LEVEL, Setting, TrainConfig, all_settings
 from tuneforge.jobs.spec import (
     NOT_IN_HYPERPARAMETERS,
     OPENAI_HYPERPARAMETERS,
@@ -177,3 +177,28 @@ def test_the_data_object_matches_the_data_settings() -> None:
         assert field.default == data[name].default, name
         if "choices" in data[name].meta:
             assert set(typing.get_args(field.annotation)) == set(data[name].meta["choices"])
+
+
+API_CAPPED = [name for name, s in HP.items() if "api_le" in s.meta]
+
+
+@pytest.mark.parametrize("name", API_CAPPED)
+def test_the_api_caps_at_openai_limits_below_the_cli(name: str) -> None:
+    s = HP[name]
+    cap = s.meta["api_le"]
+    assert cap < s.meta["le"]  # the CLI takes more than the API
+    assert getattr(Hyperparameters(**{name: cap}), name) == cap
+    with pytest.raises(pydantic.ValidationError):
+        Hyperparameters(**{name: cap + 1})
+    assert getattr(TrainConfig(**{s.name: cap + 1}), s.name) == cap + 1  # fine on the CLI
+
+
+def test_openai_limits() -> None:
+    assert {
+        name: HP[name].meta.get("api_le", HP[name].meta.get("le"))
+        for name in OPENAI_HYPERPARAMETERS
+    } == {
+        "n_epochs": 50,
+        "batch_size": 256,
+        "learning_rate_multiplier": 10,
+    }

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from tuneforge.config import QUALITY_CHECKS, RANGE_KEYS, Setting
 from tuneforge.jobs.spec import (
@@ -16,21 +28,31 @@ from tuneforge.jobs.spec import (
 from tuneforge.jobs.status import JobStatus
 
 Auto = Literal["auto"]
+# OpenAI's limits on a job's metadata.
+METADATA_MAX_KEYS = 16
+METADATA_MAX_KEY_CHARS = 64
+METADATA_MAX_VALUE_CHARS = 512
 _KIND_ORDER = (bool, int, float, str, tuple, list)
 
 
 def _field_type(s: Setting, *, openai: bool) -> Any:
-    """The pydantic type of a setting: its members, ranges on the numbers, None = not given
-    (OpenAI's three take ``"auto"`` instead)."""
+    """The pydantic type of a setting: its members, ranges on the numbers (the API's own
+    upper bound where the setting has one), None = not given (OpenAI's three take ``"auto"``
+    instead). Numbers are finite: ``Infinity`` and ``NaN`` (which JSON parsers accept) are
+    refused."""
     bounds = {k: s.meta[k] for k in RANGE_KEYS if k in s.meta}
+    if "api_le" in s.meta:
+        bounds["le"] = s.meta["api_le"]
     members: list[Any] = []
     if s.allows_auto or openai:
         members.append(Auto)
     for kind in sorted(s.kinds, key=_KIND_ORDER.index):
         if "choices" in s.meta and kind is str:
             members.append(Literal[tuple(s.meta["choices"])])
-        elif kind in (int, float):
-            members.append(Annotated[kind, Field(strict=kind is int, **bounds)])
+        elif kind is int:
+            members.append(Annotated[int, Field(strict=True, **bounds)])
+        elif kind is float:
+            members.append(Annotated[float, Field(allow_inf_nan=False, **bounds)])
         elif kind in (tuple, list):
             if list[str] not in members:
                 members.append(list[str])
@@ -38,7 +60,28 @@ def _field_type(s: Setting, *, openai: bool) -> Any:
             members.append(Annotated[kind, Field(strict=True)])
     if not openai:
         members.append(None)
-    return Union[tuple(members)]  # noqa: UP007 - built at run time
+    union: Any = Union[tuple(members)]  # noqa: UP007 - built at run time
+    return Annotated[union, WrapValidator(_one_error(s, openai=openai))]
+
+
+def _one_error(s: Setting, *, openai: bool) -> Any:
+    """A validator that reports a bad value once, at the field (``param`` is
+    ``hyperparameters.n_epochs``), with what the API accepts, instead of one error per
+    member of the union."""
+    api = replace(s, meta={**s.meta, "le": s.meta["api_le"]}) if "api_le" in s.meta else s
+    accepted = api.requirement() + (" or 'auto'" if openai and not s.allows_auto else "")
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            shown = repr(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            # no context: the message is used as written (braces in ``shown`` stay)
+            message = f"must be {accepted}, got {shown}"
+            raise PydanticCustomError("invalid_setting", message) from None
+
+    return validate
 
 
 def _fields(table: dict[str, Setting]) -> dict[str, Any]:
@@ -157,9 +200,33 @@ class JobCreate(BaseModel):
     hyperparameters: Hyperparameters | None = None
     suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]*$")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = Field(None, max_length=16)
+    metadata: dict[str, str] | None = Field(
+        None,
+        max_length=METADATA_MAX_KEYS,
+        description=f"Up to {METADATA_MAX_KEYS} key-value pairs: keys of at most "
+        f"{METADATA_MAX_KEY_CHARS} characters, values of at most {METADATA_MAX_VALUE_CHARS}.",
+    )
     method: Method | None = None
     integrations: list[Integration] | None = Field(None, max_length=5)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_sizes(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        for key, value in (metadata or {}).items():
+            problem = None
+            if len(key) > METADATA_MAX_KEY_CHARS:
+                problem = (
+                    f"keys are at most {METADATA_MAX_KEY_CHARS} characters; "
+                    f"{key[:20]!r}... has {len(key)}"
+                )
+            elif len(value) > METADATA_MAX_VALUE_CHARS:
+                problem = (
+                    f"values are at most {METADATA_MAX_VALUE_CHARS} characters; the value "
+                    f"of {key!r} has {len(value)}"
+                )
+            if problem:  # no context: the message is used as written
+                raise PydanticCustomError("metadata_too_long", problem)
+        return metadata
 
 
 class JobError(BaseModel):

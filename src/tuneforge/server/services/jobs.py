@@ -10,15 +10,23 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tuneforge.config import RunConfig
+from tuneforge.config import RunConfig, SettingError
+from tuneforge.data.splits import Splits
 from tuneforge.errors import InputError, Problem
 from tuneforge.jobs.ids import new_id
+from tuneforge.jobs.messages import scrub_paths
 from tuneforge.jobs.results import fine_tuned_model_id
-from tuneforge.jobs.spec import build_run_config, resolve_paths
+from tuneforge.jobs.spec import (
+    build_run_config,
+    hyperparameter_settings,
+    method_option_settings,
+    resolve_paths,
+)
 from tuneforge.jobs.status import JobStatus, sources_of
 from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.tables import Checkpoint, Job, JobEvent
 from tuneforge.recipes.checkpoint_bundles import checkpoint_steps
+from tuneforge.recipes.run_checks import check_method_options, check_schedule
 from tuneforge.server.errors import APIError, not_found
 from tuneforge.server.schemas.jobs import Hyperparameters, JobCreate
 from tuneforge.server.services.files import get_file
@@ -66,20 +74,54 @@ def job_object(job: Job) -> dict[str, Any]:
     }
 
 
-def _merged_hyperparameters(body: JobCreate) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(method type, hyperparameters, method options): ``method.<type>`` wins over the
-    deprecated top-level ``hyperparameters``."""
+def _merged_hyperparameters(body: JobCreate) -> tuple[str, dict[str, Any], dict[str, Any], set]:
+    """(method type, hyperparameters, method options, the hyperparameters given under
+    ``method.<type>``): ``method.<type>`` wins over the deprecated top-level
+    ``hyperparameters``."""
     method = body.method
     method_type = method.type if method else "supervised"
     hp = body.hyperparameters.model_dump(exclude_unset=True) if body.hyperparameters else {}
     options: dict[str, Any] = {}
+    from_method: set[str] = set()
     params = getattr(method, method_type, None) if method else None
     if params is not None:
         if params.hyperparameters is not None:
-            hp.update(params.hyperparameters.model_dump(exclude_unset=True))
+            given = params.hyperparameters.model_dump(exclude_unset=True)
+            hp.update(given)
+            from_method = set(given)
         options = params.model_dump(exclude_none=True, exclude={"hyperparameters"})
     Hyperparameters(**hp)  # validated again after merging
-    return method_type, hp, options
+    return method_type, hp, options, from_method
+
+
+class SettingParams:
+    """Names a run-config setting as the request did: its ``param`` path and field name."""
+
+    def __init__(self, method_type: str, from_method: set[str]) -> None:
+        self.method_type = method_type
+        self.from_method = from_method
+        hp = hyperparameter_settings()
+        options = method_option_settings()
+        self.names = {s.key: name for name, s in {**hp, **options}.items()}
+        self.options = {s.key for s in options.values()}
+
+    def param(self, key: str) -> str:
+        """``hyperparameters.n_epochs``, ``method.lora.hyperparameters.n_epochs`` or
+        ``method.lora.target_modules``."""
+        name = self.names.get(key)
+        if name is None:
+            return "hyperparameters"
+        if key in self.options:
+            return f"method.{self.method_type}.{name}"
+        if name in self.from_method:
+            return f"method.{self.method_type}.hyperparameters.{name}"
+        return f"hyperparameters.{name}"
+
+    def message(self, text: str) -> str:
+        """``text`` with run-config keys (``train.epochs``) replaced by the field names."""
+        for key in sorted(self.names, key=len, reverse=True):
+            text = text.replace(key, self.names[key])
+        return text
 
 
 def create_job(state: AppState, session: Session, project: str, body: JobCreate) -> Job:
@@ -111,7 +153,8 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
     valid_file, test_file = files.get("validation_file"), files.get("test_file")
     data_options = body.data.model_dump(exclude_unset=True) if body.data else {}
     integrations = [i.model_dump(exclude_none=True) for i in body.integrations or []]
-    method_type, hp, options = _merged_hyperparameters(body)
+    method_type, hp, options, from_method = _merged_hyperparameters(body)
+    params = SettingParams(method_type, from_method)
     base_id, base_spec = base
     job_id = new_id("ftjob-")
     seed = body.seed if body.seed is not None else int(time.time()) % (2**31 - 1)
@@ -129,6 +172,8 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
             hyperparameters=hp,
             seed=seed,
         )
+    except SettingError as exc:
+        raise _setting_error(exc, params) from None
     except (InputError, TypeError, ValueError) as exc:
         raise APIError(
             400,
@@ -136,6 +181,15 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
             code="invalid_hyperparameters",
             param="hyperparameters",
         ) from None
+    # Read and check the files before the job exists: settings that do not fit the data
+    # (a batch larger than the rows, too many steps) are a 400 that creates no job.
+    error, splits = _validate_files(config, state, files)
+    if splits is not None:
+        try:
+            check_schedule(config, len(splits.train), state.settings.max_train_steps)
+        except SettingError as exc:
+            raise _setting_error(exc, params, cap=state.settings.max_train_steps) from None
+        error = _check_method_options(config, params)
     now = int(time.time())
     job = Job(
         id=job_id,
@@ -167,7 +221,6 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
         store.add_event(job.id, message, level="warn", session=session)
     session.commit()
 
-    error = _validate_files(config, state, files)
     if error is not None:
         store.transition(job, JobStatus.FAILED, error=error)
         store.add_event(
@@ -178,6 +231,38 @@ def create_job(state: AppState, session: Session, project: str, body: JobCreate)
         store.add_event(job.id, "Files validated, moving job to queued state", session=session)
     session.commit()
     return job
+
+
+def _setting_error(exc: SettingError, params: SettingParams, cap: int | None = None) -> APIError:
+    """The 400 for a refused setting, naming the field as the request did."""
+    message = params.message(str(exc))
+    if cap is not None and exc.key == "train.epochs":
+        message += (
+            " (this server's max_train_steps, TUNEFORGE_MAX_TRAIN_STEPS); lower n_epochs or "
+            "raise batch_size"
+        )
+    return APIError(
+        400,
+        f"Invalid hyperparameters: {message}",
+        code="invalid_hyperparameters",
+        param=params.param(exc.key),
+    )
+
+
+def _check_method_options(config: RunConfig, params: SettingParams) -> dict | None:
+    """None, or the job error of method options the base model cannot take (unknown
+    ``target_modules``): the job fails in validation with ``invalid_job``."""
+    try:
+        check_method_options(config)
+    except SettingError as exc:
+        return {
+            "code": "invalid_job",
+            "message": scrub_paths(params.message(str(exc))),
+            "param": params.param(exc.key),
+        }
+    except InputError as exc:
+        return {"code": "invalid_job", "message": scrub_paths(str(exc)), "param": "model"}
+    return None
 
 
 def integration_notes(integrations: list[dict[str, Any]]) -> list[str]:
@@ -206,8 +291,11 @@ FILE_PARAMS = {
 }
 
 
-def _validate_files(config: RunConfig, state: AppState, files: dict[str, Any]) -> dict | None:
-    """None, or the OpenAI error of the first problem (naming the file, line and param).
+def _validate_files(
+    config: RunConfig, state: AppState, files: dict[str, Any]
+) -> tuple[dict | None, Splits | None]:
+    """(None, the splits), or (the OpenAI error of the first problem, naming the file, line
+    and param; None).
 
     Args:
         config: The job's run config (paths relative to the data directory).
@@ -224,7 +312,7 @@ def _validate_files(config: RunConfig, state: AppState, files: dict[str, Any]) -
         if param in files
     }
     try:
-        load_splits(resolved)
+        splits = load_splits(resolved)
     except InputError as exc:
         problems = exc.problems or [Problem(file=resolved.data.train, message=str(exc))]
         first = problems[0]
@@ -241,8 +329,9 @@ def _validate_files(config: RunConfig, state: AppState, files: dict[str, Any]) -
         for flag, field in CLI_DATA_FLAGS.items():  # the fix hints name CLI flags
             shown = shown.replace(flag, field)
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        return {"code": FILE_PARAMS[param][1], "message": f"{shown}{more}", "param": param}
-    return None
+        error = {"code": FILE_PARAMS[param][1], "message": f"{shown}{more}", "param": param}
+        return error, None
+    return None, splits
 
 
 def _readable(problem: Problem, file_id: str, names: dict[str, str]) -> str:
