@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
-from tests.server.live import LiveServer
+from tests.server.live import TINY, LiveServer
 
 # What must never reach a client: a traceback, a source line of one, or a server path.
 TRACEBACK_MARKS = ("Traceback (most recent call last)", 'File "')
@@ -31,15 +31,33 @@ def edit_json(path: Path, **changes) -> None:
 
 
 def place_model(
-    server: LiveServer, bundle_dir: Path, project: str = "acme", job_id: str | None = None
+    server: LiveServer,
+    bundle_dir: Path,
+    project: str = "acme",
+    job_id: str | None = None,
+    suffix: str = "",
 ) -> str:
     """Put a bundle straight into the server's data directory and register it as a model of
     ``project`` (no import checks: what a model written by a job, or a restored backup, is).
-    Returns the model id."""
+    Returns the model id, ``ft:tiny-bert:PROJECT:SUFFIX:JOB``."""
+    from tuneforge.jobs.tables import FineTunedModel
+
     job_id = job_id or f"ftjob-{bundle_dir.name}-{time.monotonic_ns()}"
     dest = server.state.layout.models / job_id
     shutil.copytree(bundle_dir, dest, symlinks=True)
-    return server.add_model(job_id, str(dest.relative_to(server.state.layout.root)), project)
+    model_id = f"ft:{TINY}:{project}:{suffix}:{job_id}"
+    with server.state.sessions.begin() as session:
+        session.add(
+            FineTunedModel(
+                id=model_id,
+                project=project,
+                base_model=TINY,
+                job_id=job_id,
+                bundle=str(dest.relative_to(server.state.layout.root)),
+                created_at=int(time.time()),
+            )
+        )
+    return model_id
 
 
 # ---------------------------------------------------------------- requests and assertions
