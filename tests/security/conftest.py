@@ -62,5 +62,3 @@ def quiet_server(
     tmp = tmp_path_factory.mktemp("security-server")
     with live_server(server_settings(tmp, tiny_model, workers=0, backend="torch")) as running:
         yield running
-
-

@@ -78,7 +78,7 @@ def assert_clean_message(message: str) -> None:
 
 
 def assert_error(
-    response: httpx.Response, status: int, code: str, param: str | None | type = ...
+    response: httpx.Response, status: int, code: str, param: str | type | None = ...
 ) -> dict:
     """The OpenAI error envelope with ``status`` and ``code`` (and ``param`` unless ``...``);
     its message leaks nothing. Returns the error object."""
@@ -97,4 +97,3 @@ def tree(directory: Path) -> set[str]:
     if not directory.exists():
         return set()
     return {str(p.relative_to(directory)) for p in directory.rglob("*")}
-

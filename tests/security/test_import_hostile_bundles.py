@@ -33,10 +33,11 @@ from conftest import run_cli
 pytestmark = [pytest.mark.security, pytest.mark.live]
 
 
-
 def secret(tmp: Path) -> str:
     """Text of a file outside the bundle, unique to the test (``tmp`` is its tmp_path)."""
     return f"TOP-SECRET of {tmp.name}: never copy me"
+
+
 LONG_TEXT = " ".join(["good movie"] * 400)  # far past the tiny model's 128 positions
 
 

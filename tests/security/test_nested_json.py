@@ -32,14 +32,17 @@ def good_lines(n: int) -> list[str]:
 
 
 def chat_line(content: str) -> str:
-    return '{"messages": [{"role": "user", "content": ' + content + '}, {"role": "assistant", "content": "positive"}]}'  # noqa: E501
+    user = '{"role": "user", "content": ' + content + "}"
+    return '{"messages": [' + user + ', {"role": "assistant", "content": "positive"}]}'
 
 
+TEXT_NESTED = '{"text": ' + nested_list() + ', "label": "positive"}'
+EXTRA_NESTED = '{"text": "good", "label": "positive", "x": ' + nested_object() + "}"
 # The deep line is line 3 of each file.
 FILES = {
-    "text-value": good_lines(2) + ['{"text": ' + nested_list() + ', "label": "positive"}'],
-    "whole-line": good_lines(2) + [nested_list()],
-    "extra-key": good_lines(2) + ['{"text": "good", "label": "positive", "x": ' + nested_object() + "}"],  # noqa: E501
+    "text-value": [*good_lines(2), TEXT_NESTED],
+    "whole-line": [*good_lines(2), nested_list()],
+    "extra-key": [*good_lines(2), EXTRA_NESTED],
     "chat-content": [chat_line('"good movie"'), chat_line('"bad movie"'), chat_line(nested_list())],
 }
 
@@ -89,7 +92,7 @@ def test_deeply_nested_jsonl_names_the_line_and_leaves_no_orphan(
     ("path", "body"),
     [
         ("/v1/classify", '{"model": "x", "input": ' + nested_list() + "}"),
-        ("/v1/fine_tuning/jobs", '{"model": "x", "training_file": "f", "metadata": ' + nested_object() + "}"),  # noqa: E501
+        ("/v1/fine_tuning/jobs", '{"model": "x", "metadata": ' + nested_object() + "}"),
     ],
     ids=["classify", "jobs"],
 )

@@ -34,9 +34,7 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, bundle: Path
-) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, bundle: Path) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("poison")
     settings = server_settings(tmp, tiny_model, workers=0, backend="torch")
     with live_server(settings) as server:

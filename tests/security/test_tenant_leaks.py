@@ -63,9 +63,7 @@ def tenant(server: LiveServer, bundle: Path, tmp: Path, name: str) -> Tenant:
 
 
 @pytest.fixture(scope="module")
-def env(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, bundle: Path
-) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, bundle: Path) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("tenants")
     with live_server(server_settings(tmp, tiny_model, workers=0, backend="torch")) as server:
         yield Env(

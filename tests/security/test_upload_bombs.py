@@ -5,10 +5,10 @@ with 413 ``file_too_large`` while the server's memory stays flat, and nothing of
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import threading
-from pathlib import Path
 
 import pytest
 from tests.security.hostile import assert_error, tree
@@ -57,10 +57,8 @@ class PeakRss:
 
         total = self.process.memory_info().rss
         for child in self.process.children(recursive=True):
-            try:
+            with contextlib.suppress(psutil.Error):  # it may have ended meanwhile
                 total += child.memory_info().rss
-            except psutil.Error:
-                pass
         return total
 
     def _run(self) -> None:
