@@ -240,3 +240,48 @@ def test_31_honest_clients_see_no_failure_while_one_client_sends_poison(
     assert ok == total, summary
     assert sum(hostile.values()) >= LOAD_SECONDS / POISON_EVERY * 0.9, summary
     assert set(hostile) <= {"400"}, summary  # every poison refused as bad input, none a 500
+
+
+# ---------------------------------------------------------------- poison in a job body
+
+JOB_POISON = {
+    "metadata-key": ({"metadata": {f"team{SURROGATE}": "a"}}, "metadata"),
+    "metadata-value": ({"metadata": {"team": f"a{SURROGATE}"}}, "metadata"),
+    "lora-target-module": (
+        {"method": {"type": "lora", "lora": {"target_modules": [f"query{SURROGATE}"]}}},
+        "method.lora.target_modules",
+    ),
+    "wandb-tag": (
+        {"integrations": [{"type": "wandb", "wandb": {"project": "p", "tags": [SURROGATE]}}]},
+        "integrations.0.wandb.tags",
+    ),
+}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect found by this suite, beyond issue 10's sixteen items: a lone surrogate in "
+    "a job's free-text fields is stored, the answer cannot be serialised (500 or a reset "
+    "connection), and every later job list of the project answers 500",
+)
+@pytest.mark.parametrize("case", sorted(JOB_POISON))
+def test_lone_surrogate_in_a_job_body_is_400_and_harms_nothing(
+    env: Env, tmp_path: Path, case: str
+) -> None:
+    from conftest import sentiment_rows, write_csv
+
+    key = env.server.key(f"jobs-{case}", "train")  # a project of its own: a stored poison
+    data = write_csv(tmp_path / "train.csv", sentiment_rows(20)).read_bytes()  # would leak
+    training_file = env.server.upload(key, "train.csv", data)
+    extra, param = JOB_POISON[case]
+    body = {"model": "tiny-bert", "training_file": training_file, **extra}
+    with env.server.http(key) as client:
+        try:
+            response = raw_post(client, "/v1/fine_tuning/jobs", body)
+            listed = client.get("/v1/fine_tuning/jobs")
+        except httpx.TransportError as exc:
+            pytest.fail(f"the connection broke: {exc!r}")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"].startswith(param), response.text
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["data"] == [], "the refused job was stored"
