@@ -1,11 +1,11 @@
-"""Bad data that a job can only find when it runs fails the job once, with a clear error:
-a one-class file, a lone surrogate inside a row, LoRA ``target_modules`` the model does not
-have. Not retried (``attempts == 1``), a code saying whose fault it is
-(``invalid_training_file`` / ``invalid_job``), and no traceback or server path in anything
-the job's owner reads. A server that refuses such a job at creation (400 naming the field)
-is as good.
+"""Bad data that a job can only find when it runs fails the job at most once, with a clear
+error: a one-class file, a lone surrogate inside a row, LoRA ``target_modules`` the model
+does not have. Not retried (``attempts <= 1``; 0 when the job fails while its files are
+validated), a code saying whose fault it is (``invalid_training_file`` / ``invalid_job``),
+and no traceback or server path in anything the job's owner reads. A server that refuses
+such a job at creation (400 naming the field) is as good.
 
-Jobs run in the live server's local worker, which trains in a child process.
+Jobs run in the live server's local workers, which train in child processes.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from conftest import sentiment_rows, write_csv
 pytestmark = [pytest.mark.security, pytest.mark.live]
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+LINE_3 = re.compile(r"\b(line|row) 3\b|:3\b")  # "line 3", or "surrogate.jsonl:3: ..."
 
 
 @dataclass
@@ -51,7 +52,7 @@ def honest(tmp: Path) -> tuple[str, bytes]:
 
 ONE_EPOCH = {"n_epochs": 1}
 CASES = {
-    # case: (file, extra job fields, the job error code, the field a 400 may name)
+    # case: (file, extra job fields, the job error code)
     "one-class": (one_class, {"hyperparameters": ONE_EPOCH}, "invalid_training_file"),
     "surrogate-in-row": (surrogate_row, {"hyperparameters": ONE_EPOCH}, "invalid_training_file"),
     "unknown-lora-target": (
@@ -104,10 +105,10 @@ def test_a_job_with_bad_data_fails_once_with_a_clear_error(env: Env, case: str) 
     job = env.server.wait_for_job(env.key, created["id"], TERMINAL, timeout=150)
     assert job["status"] == "failed", job
     assert job["error"]["code"] == CASES[case][2], job["error"]
-    assert job["attempts"] == 1, f"a deterministic failure was retried: {job}"
+    assert job["attempts"] <= 1, f"a deterministic failure was retried: {job}"
     assert_clean_message(job["error"]["message"])
     if case == "surrogate-in-row":
-        assert re.search(r"\b(line|row) 3\b", job["error"]["message"]), job["error"]
+        assert LINE_3.search(job["error"]["message"]), job["error"]
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -61,6 +61,15 @@ OUT_OF_BOUNDS = {
         {H: {"learning_rate_multiplier": 1000}},
         "hyperparameters.learning_rate_multiplier",
     ),
+    # tuneforge's own training settings in the same object
+    "gradient_accumulation-2**63": (
+        {H: {"gradient_accumulation": 2**63}},
+        "hyperparameters.gradient_accumulation",
+    ),
+    "head_lr_multiplier-1e300": (
+        {H: {"head_lr_multiplier": 1e300}},
+        "hyperparameters.head_lr_multiplier",
+    ),
     "supervised-n_epochs-1e9": (
         supervised(n_epochs=1e9),
         "method.supervised.hyperparameters.n_epochs",
