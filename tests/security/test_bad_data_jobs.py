@@ -1,5 +1,6 @@
 """Bad data that a job can only find when it runs fails the job at most once, with a clear
-error: a one-class file, a lone surrogate inside a row, LoRA ``target_modules`` the model
+error: a one-class file, a lone surrogate inside a row (of the training or the validation
+file), LoRA ``target_modules`` the model
 does not have. Not retried (``attempts <= 1``; 0 when the job fails while its files are
 validated), a code saying whose fault it is (``invalid_training_file`` / ``invalid_job``),
 and no traceback or server path in anything the job's owner reads. A server that refuses
@@ -50,11 +51,21 @@ def honest(tmp: Path) -> tuple[str, bytes]:
     return "train.csv", write_csv(tmp / "train.csv", sentiment_rows(40)).read_bytes()
 
 
+def validation_surrogate(tmp: Path) -> tuple[str, bytes]:
+    name, content = surrogate_row(tmp)
+    return f"validation-{name}", content
+
+
 ONE_EPOCH = {"n_epochs": 1}
 CASES = {
-    # case: (file, extra job fields, the job error code)
+    # case: (training file maker, more job fields (a validation_file is a maker too), the code)
     "one-class": (one_class, {"hyperparameters": ONE_EPOCH}, "invalid_training_file"),
     "surrogate-in-row": (surrogate_row, {"hyperparameters": ONE_EPOCH}, "invalid_training_file"),
+    "surrogate-in-validation-row": (
+        honest,
+        {"hyperparameters": ONE_EPOCH, "validation_file": validation_surrogate},
+        "invalid_validation_file",
+    ),
     "unknown-lora-target": (
         honest,
         {
@@ -69,25 +80,31 @@ CASES = {
 PARAMS = {
     "one-class": "training_file",
     "surrogate-in-row": "training_file",
+    "surrogate-in-validation-row": "validation_file",
     "unknown-lora-target": "method.lora.target_modules",
 }
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[Env]:
-    """All three jobs created at once, run side by side by three local workers."""
+    """All the jobs created at once, run side by side by local workers."""
     tmp = tmp_path_factory.mktemp("bad-data")
-    with live_server(server_settings(tmp, tiny_model, workers=3)) as server:
+    with live_server(server_settings(tmp, tiny_model, workers=len(CASES))) as server:
         key = server.key("acme", "train")
         jobs = {}
         with server.http(key) as client:
             for case, (make_file, extra, _code) in CASES.items():
-                name, content = make_file(tmp)
-                upload = client.post(
-                    "/v1/files", files={"file": (name, content)}, data={"purpose": "fine-tune"}
-                )
-                assert upload.status_code == 200, upload.text
-                body = {"model": TINY, "training_file": upload.json()["id"], **extra}
+                body = {"model": TINY, **extra, "training_file": make_file}
+                for field in ("training_file", "validation_file"):
+                    if field in body:  # a file maker: upload what it makes
+                        name, content = body[field](tmp)
+                        upload = client.post(
+                            "/v1/files",
+                            files={"file": (name, content)},
+                            data={"purpose": "fine-tune"},
+                        )
+                        assert upload.status_code == 200, upload.text
+                        body[field] = upload.json()["id"]
                 response = client.post("/v1/fine_tuning/jobs", json=body)
                 assert response.status_code in (200, 400), response.text
                 jobs[case] = response.json()
@@ -107,7 +124,7 @@ def test_a_job_with_bad_data_fails_once_with_a_clear_error(env: Env, case: str) 
     assert job["error"]["code"] == CASES[case][2], job["error"]
     assert job["attempts"] <= 1, f"a deterministic failure was retried: {job}"
     assert_clean_message(job["error"]["message"])
-    if case == "surrogate-in-row":
+    if case.startswith("surrogate"):
         assert LINE_3.search(job["error"]["message"]), job["error"]
 
 

@@ -2,11 +2,12 @@
 answers 503 ``model_unavailable``, never 500.
 
 Each hostile bundle is a copy of a real one (``full`` or ``lora``) with one thing changed:
-(a) pickle-only weights, (b) links to files outside it, (c) a link loop, (d) truncated
-weights, a ``max_length`` past the model's limit, malformed ``thresholds``, only the manifest,
-(e) an adapter whose manifest names another base (a server path, a hub id); and (f) an empty
-``--project``. Import exits 2 with one clear message and leaves nothing behind; the same
-bundle placed in the data directory and registered without ``import`` is refused at load.
+(a) pickle-only weights, (b) links to files outside it or a named pipe, (c) a link loop,
+(d) truncated weights, a ``max_length`` past the model's limit, malformed ``thresholds``, only
+the manifest, (e) an adapter whose manifest names another base (a server path, a hub id); and
+(f) an empty ``--project``. Import exits 2 with one clear message and leaves nothing behind;
+the same bundle placed in the data directory and registered without ``import`` is refused at
+load.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ def link_loop(copy: Path, tmp: Path) -> None:
     (copy / "loop-b").symlink_to(copy / "loop-a")
 
 
+def named_pipe(copy: Path, tmp: Path) -> None:
+    os.mkfifo(copy / "pipe")  # copying it would block on open, or fail half-way
+
+
 def truncated_weights(copy: Path, tmp: Path) -> None:
     weights = copy / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -118,6 +123,7 @@ CASES: dict[str, tuple[str, Callable[[Path, Path], Path | None]]] = {
     "a-pickle-only-weights": ("full", pickle_only),
     "b-link-to-a-file-outside": ("full", file_link),
     "b-link-to-a-folder-outside": ("full", folder_link),
+    "b-named-pipe": ("full", named_pipe),
     "c-link-loop": ("full", link_loop),
     "d-truncated-safetensors": ("full", truncated_weights),
     "d-max-length-100000": ("full", huge_max_length),
@@ -129,7 +135,7 @@ CASES: dict[str, tuple[str, Callable[[Path, Path], Path | None]]] = {
         base_elsewhere({"name": "evil-org/evil-model", "source": "hub", "path": None}),
     ),
 }
-# Links are about copying; a loaded model never reads them.
+# Links and pipes are about copying; a loaded model never reads them.
 LOAD_CASES = [c for c in CASES if not c.startswith(("b-", "c-"))]
 
 

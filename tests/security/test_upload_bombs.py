@@ -1,6 +1,7 @@
 """A compression bomb cannot exhaust the server's memory: a ~114 KB Parquet file (zstd +
 dictionary encoding) that holds 1,000,000 rows x 1,000 characters (1 GB of text) is refused
-with 413 ``file_too_large`` while the server's memory stays flat, and nothing of it is kept.
+with 413 ``file_too_large`` while the server's memory stays flat, and nothing of it is kept;
+three at once as well.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import contextlib
 import io
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from tests.security.hostile import assert_error, tree
 from tests.server.live import LiveServer
@@ -86,31 +89,38 @@ def names_a_setting(message: str) -> bool:
     return any(n in message or f"TUNEFORGE_{n.upper()}" in message for n in names)
 
 
+@pytest.mark.parametrize("at_once", [1, 3])
 def test_parquet_compression_bomb_is_refused_without_inflating_the_server(
-    quiet_server: LiveServer, record_property
+    quiet_server: LiveServer, record_property, at_once: int
 ) -> None:
     bomb = parquet_bomb()
     assert len(bomb) < 200_000, len(bomb)
     files = quiet_server.state.layout.files
     before = tree(files)
     key = quiet_server.key("acme", "train")
-    with quiet_server.http(key) as client:
-        with PeakRss() as memory:
-            response = client.post(
+
+    def upload(_: int) -> httpx.Response:
+        with quiet_server.http(key) as client:
+            return client.post(
                 "/v1/files",
                 files={"file": ("reviews.parquet", bomb)},
                 data={"purpose": "fine-tune"},
             )
+
+    with PeakRss() as memory, ThreadPoolExecutor(at_once) as pool:
+        responses = list(pool.map(upload, range(at_once)))
+    with quiet_server.http(key) as client:
         listed = client.get("/v1/files").json()["data"]
     measured = (
-        f"{len(bomb)} byte bomb: server RSS {memory.start / 2**20:.0f} MiB -> peak "
-        f"{memory.peak / 2**20:.0f} MiB (+{memory.growth / 2**20:.0f} MiB); "
-        f"answer {response.status_code}"
+        f"{at_once} x {len(bomb)} byte bomb at once: server RSS {memory.start / 2**20:.0f} MiB "
+        f"-> peak {memory.peak / 2**20:.0f} MiB (+{memory.growth / 2**20:.0f} MiB); answers "
+        f"{[r.status_code for r in responses]}"
     )
     print(measured)
     record_property("parquet_bomb", measured)
     assert memory.growth < GROWTH_LIMIT, measured
-    error = assert_error(response, 413, "file_too_large", "file")
-    assert re.search(r"\d", error["message"]) and names_a_setting(error["message"]), error
+    for response in responses:
+        error = assert_error(response, 413, "file_too_large", "file")
+        assert re.search(r"\d", error["message"]) and names_a_setting(error["message"]), error
     assert listed == [], "a refused upload is listed"
     assert tree(files) == before, "a refused upload left bytes on disk"
