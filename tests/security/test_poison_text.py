@@ -19,6 +19,8 @@ import pytest
 from tests.security.hostile import assert_error, place_model, raw_post
 from tests.server.live import LiveServer, live_server, server_settings
 
+from conftest import sentiment_rows, write_csv
+
 pytestmark = [pytest.mark.security, pytest.mark.live]
 
 SURROGATE = "\ud800"
@@ -260,18 +262,17 @@ JOB_POISON = {
 
 @pytest.mark.xfail(
     strict=True,
-    reason="defect found by this suite, beyond issue 10's sixteen items: a lone surrogate in "
-    "a job's free-text fields is stored, the answer cannot be serialised (500 or a reset "
+    reason="known defect (remove this mark with the fix): a lone surrogate in a job's "
+    "free-text fields is stored, the answer cannot be serialised (500 or a reset "
     "connection), and every later job list of the project answers 500",
 )
 @pytest.mark.parametrize("case", sorted(JOB_POISON))
 def test_lone_surrogate_in_a_job_body_is_400_and_harms_nothing(
     env: Env, tmp_path: Path, case: str
 ) -> None:
-    from conftest import sentiment_rows, write_csv
-
-    key = env.server.key(f"jobs-{case}", "train")  # a project of its own: a stored poison
-    data = write_csv(tmp_path / "train.csv", sentiment_rows(20)).read_bytes()  # would leak
+    # a project per case: a poisoned job stored by one case must not break the next one
+    key = env.server.key(f"jobs-{case}", "train")
+    data = write_csv(tmp_path / "train.csv", sentiment_rows(20)).read_bytes()
     training_file = env.server.upload(key, "train.csv", data)
     extra, param = JOB_POISON[case]
     body = {"model": "tiny-bert", "training_file": training_file, **extra}
