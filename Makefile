@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-.PHONY: install dev quickstart test test-contract test-slow lint format bench-train bench-accuracy
+.PHONY: install dev quickstart test test-contract test-security test-slow lint format bench-train bench-accuracy
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
@@ -32,6 +32,10 @@ test: dev lint
 # The in-process API contract tier and unit tests: no live server, no worker processes.
 test-contract: dev
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not live and not slow"
+
+# The hostile-tenant suite alone (tests/security, live server; also part of `make test`).
+test-security: dev
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m security
 
 # Trains the real default model once (a few minutes).
 test-slow: dev
