@@ -260,12 +260,6 @@ JOB_POISON = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (remove this mark with the fix): a lone surrogate in a job's "
-    "free-text fields is stored, the answer cannot be serialised (500 or a reset "
-    "connection), and every later job list of the project answers 500",
-)
 @pytest.mark.parametrize("case", sorted(JOB_POISON))
 def test_lone_surrogate_in_a_job_body_is_400_and_harms_nothing(
     env: Env, tmp_path: Path, case: str

@@ -120,6 +120,26 @@ def test_chat_refuses_text_that_is_not_valid_unicode(env: Env, client):
     )
 
 
+def test_a_model_name_or_alias_target_that_is_not_unicode_is_refused(env: Env, client):
+    """The model name goes to the database: a lone surrogate there is a 400, not a 500 from
+    the driver, and the alias table is untouched."""
+    for path, body in (
+        ("/v1/classify", {"model": f"m{POISON}", "input": "fine"}),
+        ("/v1/chat/completions", {"model": POISON, "messages": [{"role": "user", "content": "x"}]}),
+    ):
+        response = post(client, path, body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "model", response.text
+    promoted = client.put(
+        "/v1/aliases/prod",
+        content=json.dumps({"model": POISON}),
+        headers={"Content-Type": "application/json"},
+    )
+    assert promoted.status_code == 400, promoted.text
+    assert promoted.json()["error"]["param"] == "model", promoted.text
+    assert client.get("/v1/aliases").json()["data"] == []
+
+
 def test_a_poisoned_request_fails_alone_while_honest_ones_share_its_batch(
     env: Env, client, monkeypatch: pytest.MonkeyPatch
 ):

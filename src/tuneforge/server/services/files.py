@@ -22,6 +22,7 @@ from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.status import UNFINISHED
 from tuneforge.jobs.tables import File, Job
 from tuneforge.server.errors import APIError, not_found
+from tuneforge.server.text_checks import printable
 
 PURPOSES = ("fine-tune",)
 EXTENSIONS = (".jsonl", ".csv", ".tsv", ".parquet")
@@ -177,7 +178,7 @@ def _inspect(path: Path, name: str, caps: UploadCaps) -> tuple[str | None, dict[
     except InputError as exc:
         problems = [str(p).replace(str(path), name) for p in exc.problems[:5]]
         details = "; ".join(problems) or str(exc).replace(str(path), name)
-        return _printable(details), {"valid": False}
+        return printable(details), {"valid": False}
     counts = Counter(label for labels in table.labels for label in labels)
     return None, {
         "valid": True,
@@ -208,11 +209,6 @@ def _too_large(name: str, exc: TableTooLarge) -> str:
         f"{setting}, environment TUNEFORGE_{setting.upper()}). Split the file, or keep a "
         "sample of its rows."
     )
-
-
-def _printable(text: str) -> str:
-    """``text`` with any lone surrogate escaped (a problem may quote a JSON key)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def get_file(session: Session, project: str, file_id: str, param: str | None = None) -> File:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from typing import Any
 
@@ -18,11 +17,13 @@ from tuneforge.server.model_cache import LoadedModel, ModelUnavailable
 from tuneforge.server.schemas.inference import MAX_CHARS, MAX_INPUTS, ChatMessage, ChatRequest
 from tuneforge.server.services.models import bundle_for
 from tuneforge.server.state import AppState
+from tuneforge.server.text_checks import (
+    SURROGATE,
+    check_no_lone_surrogates,
+    invalid_text_error,
+)
 
 RESOLVE_TTL = 1.0  # seconds a (project, model name) -> model id lookup is reused
-# A lone UTF-16 surrogate: valid in JSON ("\ud800") and in a Python str, but not Unicode
-# text; UTF-8 cannot encode it and the tokenizers refuse it.
-SURROGATE = re.compile("[\ud800-\udfff]")
 
 log = logging.getLogger("tuneforge.server")
 
@@ -52,6 +53,7 @@ async def _resolve(state: AppState, project: str, model: str) -> LoadedModel:
     model costs no database read per request; a deleted model or a moved alias is seen
     within that time (at once when the change goes through this server).
     """
+    check_no_lone_surrogates(model, "model")  # the name goes to the database
     key = (project, model)
     hit = state.resolved.get(key)
     if hit is not None and hit[1] > time.monotonic():
@@ -126,15 +128,7 @@ def _check_texts(texts: list[str], params: list[str]) -> None:
             )
         bad = SURROGATE.search(text)
         if bad is not None:
-            raise APIError(
-                400,
-                f"'{param}' is not valid Unicode text: it holds a lone UTF-16 surrogate "
-                f"(U+{ord(bad.group()):04X}) at character {bad.start()}, which UTF-8 cannot "
-                "encode; send valid Unicode (in JSON, a \\uD800-\\uDFFF escape must be "
-                "half of a surrogate pair).",
-                code="invalid_text",
-                param=param,
-            )
+            raise invalid_text_error(param, bad.group(), bad.start())
 
 
 async def classify(

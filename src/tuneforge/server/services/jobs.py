@@ -31,6 +31,7 @@ from tuneforge.server.errors import APIError, not_found
 from tuneforge.server.schemas.jobs import Hyperparameters, JobCreate
 from tuneforge.server.services.files import get_file
 from tuneforge.server.state import AppState
+from tuneforge.server.text_checks import check_no_lone_surrogates
 
 OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 # what a request may do -> (from which statuses, to which); the store checks the move too
@@ -126,6 +127,8 @@ class SettingParams:
 
 def create_job(state: AppState, session: Session, project: str, body: JobCreate) -> Job:
     """Create a job, validate its files (failing the job on bad data), queue it."""
+    # every string is stored and echoed back: refuse what UTF-8 cannot encode, naming it
+    check_no_lone_surrogates(body.model_dump(exclude_unset=True))
     base = state.resolve_base(body.model)
     if base is None:
         known = ", ".join(sorted(state.base_models)) + ", default"

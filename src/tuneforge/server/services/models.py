@@ -25,6 +25,7 @@ from tuneforge.models.safety import check_safe_tree
 from tuneforge.recipes.checkpoint_bundles import CHECKPOINTS, checkpoint_bundle
 from tuneforge.server.errors import APIError
 from tuneforge.server.state import AppState
+from tuneforge.server.text_checks import check_no_lone_surrogates
 
 _STARTED = int(time.time())
 # ``<fine-tuned model id>:ckpt-step-<N>`` (OpenAI's ``fine_tuned_model_checkpoint``)
@@ -221,6 +222,7 @@ def list_aliases(session: Session, project: str) -> list[dict[str, Any]]:
 
 def promote(session: Session, project: str, name: str, model_id: str) -> dict[str, Any]:
     """Point ``name`` at a fine-tuned model (the previous target stays in the history)."""
+    check_no_lone_surrogates(model_id, "model")  # the id goes to the database
     row = session.get(FineTunedModel, model_id)
     if row is None or row.project != project or row.deleted:
         raise model_not_found(model_id)
