@@ -161,7 +161,7 @@ def test_server_answers_503_when_the_queue_is_full_and_504_past_the_timeout(
             picked = choose_backend(bundles["full-a"], settings.max_accuracy_drop)
             assert picked != "torch"
             assert ready.status_code == 200 and ready.json()["backend"] == picked
-            assert client.get("/readyz", params={"model": "ft:nope"}).status_code == 503
+            assert client.get("/readyz", params={"model": "ft:nope"}).status_code == 404
             over = client.post(
                 "/v1/classify", json={"model": model_id, "input": ["a", "b", "c", "d"]}
             )

@@ -23,11 +23,10 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def get_principal(
-    state: State,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+def authenticate_credentials(
+    state: AppState, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
-    """The caller behind ``Authorization: Bearer <key>``; 401 without a valid key."""
+    """The caller behind the bearer credentials; 401 without a valid key."""
     if credentials is None or not credentials.credentials:
         raise APIError(
             401,
@@ -42,6 +41,14 @@ async def get_principal(
     if principal is None:
         raise APIError(401, "Invalid or revoked API key.", code="invalid_api_key")
     return principal
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def get_principal(state: State, credentials: Credentials) -> Principal:
+    """The caller behind ``Authorization: Bearer <key>``; 401 without a valid key."""
+    return authenticate_credentials(state, credentials)
 
 
 def rate_limit(state: AppState, principal: Principal, kind: str) -> None:
@@ -66,6 +73,20 @@ def rate_limit(state: AppState, principal: Principal, kind: str) -> None:
         )
 
 
+def admit(state: AppState, principal: Principal, scopes: tuple[str, ...], limit: str) -> None:
+    """Within the key's ``limit`` rate budget (429 otherwise) and holding one of ``scopes``
+    (403 otherwise)."""
+    rate_limit(state, principal, limit)
+    if principal.scopes & set(scopes):
+        return
+    message = (
+        f"This API key lacks the '{scopes[0]}' scope; create a key with --scopes {scopes[0]}."
+        if len(scopes) == 1
+        else f"This API key needs one of the scopes {', '.join(scopes)}."
+    )
+    raise APIError(403, message, code="insufficient_scope")
+
+
 def require(scope: str, limit: str = "api"):
     """A dependency that admits keys holding ``scope`` (403 otherwise), within the key's
     ``limit`` rate budget (429 otherwise)."""
@@ -73,13 +94,7 @@ def require(scope: str, limit: str = "api"):
     async def check(
         state: State, principal: Annotated[Principal, Depends(get_principal)]
     ) -> Principal:
-        rate_limit(state, principal, limit)
-        if scope not in principal.scopes:
-            raise APIError(
-                403,
-                f"This API key lacks the '{scope}' scope; create a key with --scopes {scope}.",
-                code="insufficient_scope",
-            )
+        admit(state, principal, (scope,), limit)
         return principal
 
     return check
@@ -91,13 +106,7 @@ def require_any(*scopes: str):
     async def check(
         state: State, principal: Annotated[Principal, Depends(get_principal)]
     ) -> Principal:
-        rate_limit(state, principal, "api")
-        if not principal.scopes & set(scopes):
-            raise APIError(
-                403,
-                f"This API key needs one of the scopes {', '.join(scopes)}.",
-                code="insufficient_scope",
-            )
+        admit(state, principal, scopes, "api")
         return principal
 
     return check

@@ -79,7 +79,7 @@ async def predict(
             "send fewer texts.",
             code="timeout",
         ) from None
-    state.metrics.predictions.labels(loaded.model_id).inc(len(texts))
+    state.metrics.predictions.inc(len(texts))
     tokens = int(rows[:, -1].sum())
     probs = rows[:, :-1]
     return loaded, loaded.predictor.decide(probs, top_k=top_k, threshold=threshold), tokens
