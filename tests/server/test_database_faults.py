@@ -94,3 +94,47 @@ def test_a_new_data_dir_gets_a_new_database(tmp_path: Path):
     # and the next start opens it as it is
     again = run_cli("keys", "list", "--json", "--data-dir", data)
     assert again.code == 0 and '"project": "acme"' in again.stdout
+
+
+# ------------------------------------------------------------------ damaged pages
+
+
+def _corrupt_table(db: Path, table: str) -> None:
+    """Overwrite the pages of one table (its root page, inside the file) with garbage, as a
+    failing disk or a bad copy would: a real SQLite file, damaged in the middle."""
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page is in the main file
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    (root,) = con.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    pages = con.execute("PRAGMA page_count").fetchone()[0]
+    con.close()
+    assert 1 < root < pages, (root, pages)  # in the middle of the file
+    with db.open("r+b") as fh:
+        fh.seek((root - 1) * page_size)
+        fh.write(bytes([0xA5]) * page_size)
+
+
+@pytest.mark.parametrize("table", ["api_keys", "files"])
+def test_damaged_pages_make_the_server_not_ready_and_answer_503(
+    tmp_path: Path, tiny_model: Path, table: str
+):
+    settings = server_settings(tmp_path, tiny_model, workers=0)
+    with api_server(settings) as server:
+        key = server.key("acme", "train,infer")
+        for i in range(3):
+            server.upload(key, f"t{i}.csv", b"text,label\ngood,positive\nbad,negative\n")
+        assert server.get("/readyz").status_code == 200
+    _corrupt_table(Path(settings.data_dir) / "tuneforge.db", table)
+    with api_server(settings) as server, server.http(key) as client:
+        assert server.get("/healthz").status_code == 200  # alive, not ready
+        ready = server.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == "not_ready" and ready.json()["database"] == "error"
+        assert "malformed" in ready.json()["database_error"]
+        response = client.get("/v1/files")
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "database_unavailable" and error["type"] == "server_error"
+        assert "SELECT" not in error["message"] and "Traceback" not in error["message"]
+        if table == "files":  # the rest of the database still answers
+            assert client.get("/v1/fine_tuning/jobs").status_code == 200

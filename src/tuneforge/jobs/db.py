@@ -177,10 +177,28 @@ def migrate(engine: Engine) -> None:
             command.upgrade(cfg, "head")
 
 
+def probe(engine: Engine, tables: list[str]) -> str | None:
+    """Read one row of each of ``tables``: None when all answer, else the error's reason.
+
+    Cheap at any size (``LIMIT 1``), unlike an integrity check that reads every page; it
+    finds a database that answers ``SELECT 1`` but whose tables cannot be read (damaged
+    pages).
+    """
+    try:
+        with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            for table in tables:
+                conn.execute(text(f'SELECT * FROM "{table}" LIMIT 1')).all()
+    except Exception as exc:
+        orig = getattr(exc, "orig", None) or exc
+        lines = str(orig).strip().splitlines()
+        return (lines[0] if lines else type(orig).__name__)[:200]
+    return None
+
+
 def ping(engine: Engine) -> bool:
     """True when the database answers ``SELECT 1``."""
     try:
-        with engine.connect() as conn:
+        with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             conn.execute(text("SELECT 1"))
         return True
     except Exception:

@@ -12,6 +12,7 @@ from tuneforge.jobs.db import make_engine, migrate
 from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.worker import Worker, WorkerSettings
+from tuneforge.server.db_health import install_database_error_handler
 from tuneforge.server.errors import ERROR_RESPONSES, install_error_handlers
 from tuneforge.server.limits import BodySizeLimit
 from tuneforge.server.metrics import Metrics, MetricsMiddleware
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_database_error_handler(app)
     for router in (
         files.router,
         fine_tuning.router,

@@ -13,6 +13,7 @@ from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.tables import Job
 from tuneforge.jobs.worker import Worker
+from tuneforge.server.db_health import DatabaseHealth
 from tuneforge.server.metrics import Metrics
 from tuneforge.server.model_cache import CacheSettings, ModelCache
 from tuneforge.server.ratelimit import RateLimiter
@@ -37,6 +38,7 @@ class AppState:
     # (project, model name or alias) -> (model id, valid until monotonic time)
     resolved: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     threads: list[threading.Thread] = field(default_factory=list)
+    db_health: DatabaseHealth = field(default_factory=DatabaseHealth)
 
     @property
     def sessions(self) -> sessionmaker[Session]:

@@ -11,11 +11,13 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tuneforge.jobs.db import ping
+from tuneforge.jobs.db import ping, probe
+from tuneforge.jobs.tables import Base
 from tuneforge.server.deps import Credentials, State, admit, authenticate_credentials
 from tuneforge.server.services.models import bundle_for
 
 router = APIRouter(tags=["operations"])
+TABLES = [table.name for table in Base.metadata.sorted_tables]
 
 
 @router.get("/healthz")
@@ -38,18 +40,26 @@ def readyz(state: State, credentials: Credentials, model: str | None = None) -> 
     serving (503 until it is)."""
     if model is not None:
         return _model_readiness(state, credentials, model)
-    database = ping(state.engine)
+    reachable = ping(state.engine)
+    problem = None
+    if reachable:
+        problem = probe(state.engine, TABLES) or state.db_health.recent()
+    database = reachable and problem is None
     workers = state.store.live_workers(state.settings.worker_timeout_seconds) if database else 0
     need_worker = state.settings.workers > 0
     ready = database and (workers > 0 or not need_worker)
     loaded = state.models.describe()
-    body = {
+    body: dict = {
         "status": "ready" if ready else "not_ready",
-        "database": "ok" if database else "unreachable",
-        "live_workers": workers,
-        "models_loaded": len(loaded["models"]),
-        "model_memory_bytes": loaded["used_bytes"],
+        "database": "ok" if database else ("error" if reachable else "unreachable"),
     }
+    if problem is not None:
+        body["database_error"] = problem
+    body.update(
+        live_workers=workers,
+        models_loaded=len(loaded["models"]),
+        model_memory_bytes=loaded["used_bytes"],
+    )
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
