@@ -7,6 +7,7 @@ SQLAlchemy URL works (``postgresql+psycopg://...`` for several machines).
 from __future__ import annotations
 
 import fcntl
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,14 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to print), parseable or not."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys.
 
@@ -38,7 +47,7 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise InputError(f"invalid database URL {url!r}: {exc}") from None
+        raise InputError(f"invalid database URL {mask_url(url)!r}: {exc}") from None
     is_sqlite = parsed.get_backend_name() == "sqlite"
     kwargs: dict = {"pool_pre_ping": not is_sqlite}
     if is_sqlite:
@@ -48,7 +57,7 @@ def make_engine(url: str) -> Engine:
     try:
         engine = create_engine(url, **kwargs)
     except ImportError as exc:
-        raise InputError(f"database driver for {url!r} is not installed: {exc}") from None
+        raise InputError(f"database driver for {mask_url(url)!r} is not installed: {exc}") from None
     if is_sqlite:
 
         @event.listens_for(engine, "connect")

@@ -24,9 +24,11 @@ State = Annotated[AppState, Depends(get_state)]
 
 
 def authenticate_credentials(
-    state: AppState, credentials: HTTPAuthorizationCredentials | None
+    state: AppState, credentials: HTTPAuthorizationCredentials | None, address: str
 ) -> Principal:
-    """The caller behind the bearer credentials; 401 without a valid key."""
+    """The caller behind the bearer credentials; 401 without a valid key, 429 when the
+    client ``address`` sent too many invalid keys (then no key is looked up until its
+    budget refills, so guessing keys is as slow as the limit)."""
     if credentials is None or not credentials.credentials:
         raise APIError(
             401,
@@ -34,11 +36,24 @@ def authenticate_credentials(
             "(create one with `tuneforge keys create`).",
             code="missing_api_key",
         )
+    failures = state.limiters["invalid_key"]
+    wait = failures.wait(address)
+    if wait > 0:
+        state.metrics.rate_limited.labels("invalid_key").inc()
+        raise APIError(
+            429,
+            f"Too many requests with invalid API keys from this address (limit "
+            f"{state.settings.invalid_key_rate_limit_per_minute} per minute); retry later "
+            "with a valid key.",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": RateLimiter.retry_after(wait)},
+        )
     # One indexed read, in the event loop (a read-only session never waits on a writer):
     # cheaper than a thread hop, and a revoked key is refused from the next request on.
     with state.store.read() as session:
         principal = authenticate(session, credentials.credentials)
     if principal is None:
+        failures.acquire(address)
         raise APIError(401, "Invalid or revoked API key.", code="invalid_api_key")
     return principal
 
@@ -46,9 +61,14 @@ def authenticate_credentials(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def get_principal(state: State, credentials: Credentials) -> Principal:
+def client_address(request: Request) -> str:
+    """The client's address (the proxy's, unless uvicorn trusts its forwarded headers)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def get_principal(state: State, credentials: Credentials, request: Request) -> Principal:
     """The caller behind ``Authorization: Bearer <key>``; 401 without a valid key."""
-    return authenticate_credentials(state, credentials)
+    return authenticate_credentials(state, credentials, client_address(request))
 
 
 def rate_limit(state: AppState, principal: Principal, kind: str) -> None:

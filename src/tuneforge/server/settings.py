@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 from tuneforge.config import load_yaml
 from tuneforge.errors import InputError
-from tuneforge.jobs.db import sqlite_url
+from tuneforge.jobs.db import mask_url, sqlite_url
 
 
 class Settings(BaseSettings):
@@ -90,8 +90,18 @@ class Settings(BaseSettings):
         le=256,
         description="ONNX Runtime threads per model (default: the CPUs this process may use).",
     )
+    # Operations: readiness, invalid keys, disk space.
     worker_timeout_seconds: float = Field(
-        90.0, gt=0, description="/readyz: a worker is alive if it beat within this long."
+        10.0,
+        gt=0,
+        description="/readyz: a worker is alive if it beat within this long (workers beat "
+        "every second; a worker that stops cleanly deregisters at once).",
+    )
+    invalid_key_rate_limit_per_minute: int = Field(
+        60,
+        ge=0,
+        description="Requests with an invalid or revoked API key per minute per client "
+        "address before that address gets 429 (0: no limit).",
     )
 
     @classmethod
@@ -118,9 +128,7 @@ class Settings(BaseSettings):
 
     def masked_database_url(self) -> str:
         """The database URL with any password replaced by ``***`` (safe to print)."""
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.resolved_database_url()).render_as_string(hide_password=True)
+        return mask_url(self.resolved_database_url())
 
 
 def read_settings_file(path: Path, settings_cls: type[BaseSettings] = Settings) -> dict[str, Any]:

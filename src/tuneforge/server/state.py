@@ -59,11 +59,13 @@ class AppState:
 
 
 def rate_limits(settings: Settings) -> dict[str, int]:
-    """Requests per minute per key by kind: ``api`` (training, files, jobs, models, admin)
-    and ``inference`` (chat completions, classify); 0 is no limit."""
+    """Requests per minute by kind: per key, ``api`` (training, files, jobs, models, admin)
+    and ``inference`` (chat completions, classify); per client address, ``invalid_key``
+    (requests with an invalid or revoked key); 0 is no limit."""
     return {
         "api": settings.rate_limit_per_minute,
         "inference": settings.inference_rate_limit_per_minute,
+        "invalid_key": settings.invalid_key_rate_limit_per_minute,
     }
 
 

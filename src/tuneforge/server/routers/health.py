@@ -7,13 +7,20 @@ and sees only the key's project, as the rest of the API does.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tuneforge.jobs.db import ping, probe
 from tuneforge.jobs.tables import Base
-from tuneforge.server.deps import Credentials, State, admit, authenticate_credentials
+from tuneforge.server.auth import Principal
+from tuneforge.server.deps import (
+    Credentials,
+    State,
+    admit,
+    authenticate_credentials,
+    client_address,
+)
 from tuneforge.server.services.models import bundle_for
 
 router = APIRouter(tags=["operations"])
@@ -34,12 +41,15 @@ def healthz() -> dict:
         503: {"description": "Not ready", "content": {"application/json": {}}},
     },
 )
-def readyz(state: State, credentials: Credentials, model: str | None = None) -> JSONResponse:
+def readyz(
+    state: State, credentials: Credentials, request: Request, model: str | None = None
+) -> JSONResponse:
     """The database answers and (unless no worker is configured) a worker is alive; with
     ``?model=ID`` and an API key, whether that model of the key's project is loaded and
     serving (503 until it is)."""
     if model is not None:
-        return _model_readiness(state, credentials, model)
+        principal = authenticate_credentials(state, credentials, client_address(request))
+        return _model_readiness(state, principal, model)
     reachable = ping(state.engine)
     problem = None
     if reachable:
@@ -63,8 +73,7 @@ def readyz(state: State, credentials: Credentials, model: str | None = None) -> 
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-def _model_readiness(state: State, credentials: Credentials, model: str) -> JSONResponse:
-    principal = authenticate_credentials(state, credentials)
+def _model_readiness(state: State, principal: Principal, model: str) -> JSONResponse:
     admit(state, principal, ("train", "infer"), "api")
     with state.store.read() as session:
         model_id, _bundle = bundle_for(state, session, principal.project, model)
