@@ -214,7 +214,9 @@ def worker(
         engine,
         url,
         settings.data_dir.resolve(),
-        WorkerSettings(lease_seconds=settings.lease_seconds),
+        WorkerSettings(
+            lease_seconds=settings.lease_seconds, min_free_bytes=settings.min_free_bytes()
+        ),
     )
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     signal.signal(signal.SIGINT, lambda *_: w.stop())

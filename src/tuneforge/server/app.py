@@ -12,7 +12,6 @@ from tuneforge.jobs.db import make_engine, migrate
 from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.worker import Worker, WorkerSettings
-from tuneforge.server.db_health import install_database_error_handler
 from tuneforge.server.errors import ERROR_RESPONSES, install_error_handlers
 from tuneforge.server.limits import BodySizeLimit
 from tuneforge.server.metrics import Metrics, MetricsMiddleware
@@ -21,6 +20,10 @@ from tuneforge.server.ratelimit import RateLimiter
 from tuneforge.server.routers import files, fine_tuning, health, inference, models
 from tuneforge.server.settings import Settings
 from tuneforge.server.state import AppState, base_model_table, cache_settings, rate_limits
+from tuneforge.server.storage_health import (
+    install_database_error_handler,
+    install_disk_full_handler,
+)
 
 DESCRIPTION = """Fine-tune text classifiers and serve them. The `/v1/files`,
 `/v1/fine_tuning/jobs`, `/v1/models` and `/v1/chat/completions` endpoints follow the OpenAI API
@@ -83,7 +86,10 @@ def start_workers(state: AppState) -> None:
             state.engine,
             url,
             state.layout.root,
-            WorkerSettings(lease_seconds=state.settings.lease_seconds),
+            WorkerSettings(
+                lease_seconds=state.settings.lease_seconds,
+                min_free_bytes=state.settings.min_free_bytes(),
+            ),
         )
         thread = threading.Thread(target=worker.run, name=f"tuneforge-{worker.id}", daemon=True)
         thread.start()
@@ -127,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_database_error_handler(app)
+    install_disk_full_handler(app)
     for router in (
         files.router,
         fine_tuning.router,

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         description="Requests with an invalid or revoked API key per minute per client "
         "address before that address gets 429 (0: no limit).",
     )
+    min_free_disk_mb: int = Field(
+        1024,
+        ge=0,
+        description="Free space the data disk needs (MiB): below it workers take no job, "
+        "a training attempt that dies fails with disk_full, and /readyz is not ready "
+        "(0: no floor).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -121,6 +128,10 @@ class Settings(BaseSettings):
             return init_settings, env_settings
         values = read_settings_file(Path(path), settings_cls)
         return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=values)
+
+    def min_free_bytes(self) -> int:
+        """``min_free_disk_mb`` in bytes."""
+        return self.min_free_disk_mb * 1024 * 1024
 
     def resolved_database_url(self) -> str:
         """The database URL (the SQLite default inside the data directory)."""

@@ -13,11 +13,11 @@ from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.store import JobStore
 from tuneforge.jobs.tables import Job
 from tuneforge.jobs.worker import Worker
-from tuneforge.server.db_health import DatabaseHealth
 from tuneforge.server.metrics import Metrics
 from tuneforge.server.model_cache import CacheSettings, ModelCache
 from tuneforge.server.ratelimit import RateLimiter
 from tuneforge.server.settings import Settings
+from tuneforge.server.storage_health import DatabaseHealth
 
 DEFAULT_BASE_ID = "all-MiniLM-L6-v2"
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tuneforge.jobs.db import ping, probe
+from tuneforge.jobs.disk import describe_low, free_bytes
 from tuneforge.jobs.tables import Base
 from tuneforge.server.auth import Principal
 from tuneforge.server.deps import (
@@ -57,7 +58,10 @@ def readyz(
     database = reachable and problem is None
     workers = state.store.live_workers(state.settings.worker_timeout_seconds) if database else 0
     need_worker = state.settings.workers > 0
-    ready = database and (workers > 0 or not need_worker)
+    floor = state.settings.min_free_bytes()
+    free = free_bytes(state.layout.root)
+    disk = floor <= 0 or free >= floor
+    ready = database and disk and (workers > 0 or not need_worker)
     loaded = state.models.describe()
     body: dict = {
         "status": "ready" if ready else "not_ready",
@@ -65,6 +69,9 @@ def readyz(
     }
     if problem is not None:
         body["database_error"] = problem
+    body.update(disk="ok" if disk else "low", disk_free_bytes=free)
+    if not disk:
+        body["disk_error"] = describe_low(free, floor)
     body.update(
         live_workers=workers,
         models_loaded=len(loaded["models"]),

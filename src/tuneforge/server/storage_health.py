@@ -1,6 +1,7 @@
-"""Database health: requests the database cannot serve answer 503 ``database_unavailable``
+"""Storage health: requests the database cannot serve answer 503 ``database_unavailable``
 (not 500), and ``/readyz`` reports such errors (a damaged file, a full disk, a lost
-connection) while they last."""
+connection) while they last; a write that finds the data disk full answers 507
+``disk_full``."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 
+from tuneforge.jobs.disk import is_disk_full
 from tuneforge.server.errors import envelope
 
 log = logging.getLogger("tuneforge.server")
 
-RECENT_SECONDS = 30.0
+RECENT_SECONDS = 10.0
 """/readyz stays not ready this long after a request failed on a database error."""
 
 
@@ -80,4 +82,21 @@ def install_database_error_handler(app: FastAPI) -> None:
             f"The database cannot serve requests right now ({why}); retry later.",
             "database_unavailable",
             headers={"Retry-After": "5"},
+        )
+
+
+def install_disk_full_handler(app: FastAPI) -> None:
+    """Answer 507 ``disk_full`` when a request cannot write because the disk is full."""
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if not is_disk_full(exc):
+            log.exception("unhandled error", exc_info=exc)
+            return envelope(500, "Internal server error; see the server log.", "server_error")
+        log.error("disk full on %s %s: %s", request.method, request.url.path, exc.strerror)
+        return envelope(
+            507,
+            "The server's data disk is full; retry after the operator frees space.",
+            "disk_full",
+            headers={"Retry-After": "60"},
         )
