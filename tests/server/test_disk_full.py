@@ -20,13 +20,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.server.live import TINY, chat_jsonl
+from tests.server.api import api_server
+from tests.server.live import TINY, chat_jsonl, server_settings
 
 from tuneforge.jobs.db import make_engine, migrate, sqlite_url
 from tuneforge.jobs.store import JobStore
 from tuneforge.server.auth import create_key
-
-pytestmark = pytest.mark.live  # a real server process
 
 DATA_MB, DATABASE_MB = 48, 16  # the two tmpfs
 FLOOR_MB = 8  # TUNEFORGE_MIN_FREE_DISK_MB
@@ -190,6 +189,34 @@ def _job(client: httpx.Client, job_id: str) -> dict:
     return response.json()
 
 
+def test_under_the_free_space_floor_no_job_is_taken_and_readyz_says_why(
+    tmp_path: Path, tiny_model: Path
+):
+    """Without filling a disk: a floor above the free space (any machine) is the same state
+    for the worker and /readyz."""
+    settings = server_settings(tmp_path, tiny_model, workers=1, min_free_disk_mb=2**40)
+    with api_server(settings) as server:
+        key = server.key("acme", "train")
+        client = server.http(key)
+        ready = server.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        body = ready.json()
+        assert body["disk"] == "low" and body["database"] == "ok", body
+        assert "under the floor" in body["disk_error"] and body["disk_free_bytes"] > 0
+        train = chat_jsonl(tmp_path / "train.jsonl", 40).read_bytes()
+        file_id = server.upload(key, "train.jsonl", train)
+        job = client.post("/v1/fine_tuning/jobs", json={"model": TINY, "training_file": file_id})
+        assert job.status_code == 200, job.text
+        job_id = job.json()["id"]
+        time.sleep(2.5)  # two polls of the worker
+        assert client.get(f"/v1/fine_tuning/jobs/{job_id}").json()["status"] == "queued"
+        assert server.get("/readyz").json()["live_workers"] == 1  # alive, waiting for room
+        cancelled = client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        client.close()
+
+
+@pytest.mark.live
 def test_a_full_disk_fails_the_running_job_keeps_the_server_up_and_says_why(
     tmp_path: Path, tiny_model: Path
 ):

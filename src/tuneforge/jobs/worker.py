@@ -126,6 +126,13 @@ class Worker:
                     self._fail_disk_full(claim, f"a write failed: {exc.strerror}")
                 done += 1
         finally:
+            if self._unrecorded:
+                log.error(
+                    "worker %s: stopping with %d job end(s) the database would not record; "
+                    "those jobs are taken again when their lease expires",
+                    self.id,
+                    len(self._unrecorded),
+                )
             with contextlib.suppress(SQLAlchemyError):
                 self.store.remove_worker(self.id)
         return done
@@ -307,8 +314,8 @@ class Worker:
     def _fail_disk_full(self, claim: Claim, what: str) -> None:
         """Fail the job with ``disk_full`` (not retried: a retry would die the same way);
         when the database cannot record it (its disk is full too), keep it until it can."""
-        floor = self.settings.min_free_bytes
-        low = describe_low(free_bytes(self.layout.root), floor) if floor else "the disk is full"
+        floor, free = self.settings.min_free_bytes, free_bytes(self.layout.root)
+        low = describe_low(free, floor) if free < floor else f"{free / 2**20:.0f} MiB free now"
         message = (
             f"The data disk is full: {what} ({low}). Free space on the server, then create "
             "the job again."
