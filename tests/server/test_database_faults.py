@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from tests.server.api import api_server
-from tests.server.live import server_settings
+from tests.server.live import TINY, server_settings
 
 from conftest import run_cli
 from tuneforge.errors import InputError
@@ -114,15 +114,20 @@ def _corrupt_table(db: Path, table: str) -> None:
         fh.write(bytes([0xA5]) * page_size)
 
 
-@pytest.mark.parametrize("table", ["api_keys", "files"])
+@pytest.mark.parametrize("table", ["api_keys", "files", "jobs"])
 def test_damaged_pages_make_the_server_not_ready_and_answer_503(
     tmp_path: Path, tiny_model: Path, table: str
 ):
     settings = server_settings(tmp_path, tiny_model, workers=0)
     with api_server(settings) as server:
         key = server.key("acme", "train,infer")
-        for i in range(3):
+        files = [
             server.upload(key, f"t{i}.csv", b"text,label\ngood,positive\nbad,negative\n")
+            for i in range(3)
+        ]
+        with server.http(key) as client:
+            job = {"model": TINY, "training_file": files[0]}
+            assert client.post("/v1/fine_tuning/jobs", json=job).status_code == 200
         assert server.get("/readyz").status_code == 200
     _corrupt_table(Path(settings.data_dir) / "tuneforge.db", table)
     with api_server(settings) as server, server.http(key) as client:
@@ -131,10 +136,12 @@ def test_damaged_pages_make_the_server_not_ready_and_answer_503(
         assert ready.status_code == 503, ready.text
         assert ready.json()["status"] == "not_ready" and ready.json()["database"] == "error"
         assert "malformed" in ready.json()["database_error"]
-        response = client.get("/v1/files")
+        damaged = "/v1/fine_tuning/jobs" if table == "jobs" else "/v1/files"
+        response = client.get(damaged)
         assert response.status_code == 503, response.text
         error = response.json()["error"]
         assert error["code"] == "database_unavailable" and error["type"] == "server_error"
         assert "SELECT" not in error["message"] and "Traceback" not in error["message"]
-        if table == "files":  # the rest of the database still answers
-            assert client.get("/v1/fine_tuning/jobs").status_code == 200
+        if table != "api_keys":  # the rest of the database still answers
+            other = "/v1/files" if table == "jobs" else "/v1/fine_tuning/jobs"
+            assert client.get(other).status_code == 200
