@@ -167,7 +167,9 @@ def run_server(cmd, url, texts, path, body, headers, levels, seconds, info=None)
         wait_ready(url, proc)
         asyncio.run(load(url, path, body, headers, texts, 4, 3))  # warm-up (loads the model)
         if info is not None:
-            info.update(httpx.get(url + "/readyz", params={"model": "bench-model"}).json())
+            info.update(
+                httpx.get(url + "/readyz", params={"model": "bench-model"}, headers=headers).json()
+            )
             print("tuneforge serves with", info, flush=True)
         out = []
         for clients in levels:

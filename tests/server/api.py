@@ -45,12 +45,20 @@ class ApiServer(LiveServer):
     app: FastAPI | None = None
     main: TestClient | None = None
 
-    def http(self, key: str | None, headers: dict[str, str] | None = None) -> TestClient:
-        """A client with the key as bearer token (plus ``headers``)."""
+    def http(
+        self,
+        key: str | None,
+        headers: dict[str, str] | None = None,
+        client_address: str = "testclient",
+    ) -> TestClient:
+        """A client with the key as bearer token (plus ``headers``), calling from
+        ``client_address``."""
         assert self.app is not None and self.main is not None, "use api_server() to build one"
         all_headers = {"Authorization": f"Bearer {key}"} if key else {}
         all_headers.update(headers or {})
-        client = _KeyClient(self.app, base_url=BASE_URL, headers=all_headers)
+        client = _KeyClient(
+            self.app, base_url=BASE_URL, headers=all_headers, client=(client_address, 50000)
+        )
         client.portal = self.main.portal  # the lifespan's event loop, where the state lives
         return client
 

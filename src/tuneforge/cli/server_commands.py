@@ -147,6 +147,7 @@ def serve(
     """
     import uvicorn
 
+    from tuneforge.jobs.db import check_database
     from tuneforge.server.app import create_app
 
     settings = serve_settings(
@@ -163,6 +164,9 @@ def serve(
         lease_seconds=lease_seconds,
         log_level=log_level,
     )
+    # Refuse a database file that is not tuneforge's before uvicorn starts (exit 2 with the
+    # reason); the app checks again when it migrates in its lifespan.
+    check_database(settings.resolved_database_url())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     print(
         f"serving on http://{settings.host}:{settings.port} (data {settings.data_dir}, "
@@ -210,7 +214,9 @@ def worker(
         engine,
         url,
         settings.data_dir.resolve(),
-        WorkerSettings(lease_seconds=settings.lease_seconds),
+        WorkerSettings(
+            lease_seconds=settings.lease_seconds, min_free_bytes=settings.min_free_bytes()
+        ),
     )
     signal.signal(signal.SIGTERM, lambda *_: w.stop())
     signal.signal(signal.SIGINT, lambda *_: w.stop())

@@ -219,8 +219,17 @@ class JobStore:
             )
             return _rowcount(result) == 1
 
-    def finish(self, job_id: str, worker_id: str, status: JobStatus, **fields: Any) -> bool:
+    def finish(
+        self,
+        job_id: str,
+        worker_id: str,
+        status: JobStatus,
+        *,
+        event: tuple[str, str] | None = None,
+        **fields: Any,
+    ) -> bool:
         """Move our running job to a final or queued state; False if it was not ours anymore.
+        ``event`` (level, message) is added in the same transaction when the move happens.
 
         Raises:
             InvalidTransition: ``status`` is not a move a running job may make.
@@ -244,7 +253,10 @@ class JobStore:
                 )
                 .values(**values)
             )
-            return _rowcount(result) == 1
+            moved = _rowcount(result) == 1
+            if moved and event is not None:
+                self.add_event(job_id, event[1], level=event[0], session=s)
+            return moved
 
     def release(self, job_id: str, worker_id: str) -> None:
         """Drop our lease on a job that left ``running`` (cancelled or paused through the API)."""

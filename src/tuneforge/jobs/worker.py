@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from tuneforge.jobs.db import DATABASE_URL_ENV
+from tuneforge.jobs.disk import describe_low, free_bytes, is_disk_full
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.messages import crash_cause, scrub_paths
@@ -46,11 +48,14 @@ class WorkerSettings:
             job after it expires (the worker renews every third of it).
         poll_seconds: Idle wait between claim attempts.
         stop_grace_seconds: After SIGTERM, how long the child has before SIGKILL.
+        min_free_bytes: Free space the data disk needs: below it the worker takes no job,
+            and an attempt that dies fails its job with ``disk_full`` (0: no floor).
     """
 
     lease_seconds: float = 30.0
     poll_seconds: float = 1.0
     stop_grace_seconds: float = 5.0
+    min_free_bytes: int = 0
 
 
 class Worker:
@@ -78,6 +83,10 @@ class Worker:
         self.hostname = socket.gethostname()
         self._stop = threading.Event()
         self._child: subprocess.Popen | None = None
+        # Outcomes the database refused to record (its disk full too): retried, in order,
+        # before the worker takes another job.
+        self._unrecorded: list[Callable[[], None]] = []
+        self._disk_warned = False
 
     def stop(self) -> None:
         """Ask the loop to finish: the running job is handed back to the queue."""
@@ -89,6 +98,11 @@ class Worker:
         done = 0
         try:
             while not self._stop.is_set() and (max_jobs is None or done < max_jobs):
+                if not self._record_unrecorded() or self._disk_low():
+                    with contextlib.suppress(SQLAlchemyError):
+                        self.store.heartbeat(self.id, self.hostname, os.getpid(), None)
+                    self._stop.wait(self.settings.poll_seconds)
+                    continue
                 try:
                     self.store.heartbeat(self.id, self.hostname, os.getpid(), None)
                     claim = self.store.claim(self.id, self.settings.lease_seconds)
@@ -105,8 +119,21 @@ class Worker:
                     # The lease runs out and the job is taken again (and resumed) later.
                     log.warning("worker %s: database error on %s: %s", self.id, claim.job_id, exc)
                     self._kill_child()
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    self._kill_child()
+                    self._child = None
+                    self._fail_disk_full(claim, f"a write failed: {exc.strerror}")
                 done += 1
         finally:
+            if self._unrecorded:
+                log.error(
+                    "worker %s: stopping with %d job end(s) the database would not record; "
+                    "those jobs are taken again when their lease expires",
+                    self.id,
+                    len(self._unrecorded),
+                )
             with contextlib.suppress(SQLAlchemyError):
                 self.store.remove_worker(self.id)
         return done
@@ -138,6 +165,9 @@ class Worker:
             )
             code, stopped_by = self._supervise(job_id)
         self._child = None
+        if code != 0 and stopped_by is None and self._disk_low():
+            self._fail_disk_full(claim, f"the training process exited with code {code}")
+            return
         self.store.heartbeat(self.id, self.hostname, os.getpid(), None)
         self._record_end(claim, code, stopped_by, log_path)
 
@@ -272,6 +302,66 @@ class Worker:
         error = {"code": code, "message": message, "param": None}
         if self.store.finish(job_id, self.id, JobStatus.FAILED, error=error, estimated_finish=None):
             self.store.add_event(job_id, f"The job failed: {message}", level="error")
+
+    # ------------------------------------------------------------ a full data disk
+
+    def _disk_low(self) -> bool:
+        """Whether the data disk is under its free-space floor (logged once per episode)."""
+        floor = self.settings.min_free_bytes
+        if floor <= 0:
+            return False
+        free = free_bytes(self.layout.root)
+        low = free < floor
+        if low and not self._disk_warned:
+            log.warning(
+                "worker %s: %s; taking no job until there is room",
+                self.id,
+                describe_low(free, floor),
+            )
+        elif not low and self._disk_warned:
+            log.warning("worker %s: the data disk has room again", self.id)
+        self._disk_warned = low
+        return low
+
+    def _fail_disk_full(self, claim: Claim, what: str) -> None:
+        """Fail the job with ``disk_full`` (not retried: a retry would die the same way);
+        when the database cannot record it (its disk is full too), keep it until it can."""
+        floor, free = self.settings.min_free_bytes, free_bytes(self.layout.root)
+        low = describe_low(free, floor) if free < floor else f"{free / 2**20:.0f} MiB free now"
+        message = (
+            f"The data disk is full: {what} ({low}). Free space on the server, then create "
+            "the job again."
+        )
+        job_id, worker_id = claim.job_id, self.id
+
+        def record() -> None:
+            self.store.finish(
+                job_id,
+                worker_id,
+                JobStatus.FAILED,
+                error={"code": "disk_full", "message": message, "param": None},
+                estimated_finish=None,
+                event=("error", f"The job failed: {message}"),
+            )
+
+        log.error("worker %s: job %s: %s", self.id, job_id, message)
+        self._unrecorded.append(record)
+        self._record_unrecorded()
+
+    def _record_unrecorded(self) -> bool:
+        """Record the outcomes the database refused earlier; True when none is left."""
+        while self._unrecorded:
+            try:
+                self._unrecorded[0]()
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "worker %s: cannot record a job's end yet (%s); retrying",
+                    self.id,
+                    str(getattr(exc, "orig", exc)),
+                )
+                return False
+            self._unrecorded.pop(0)
+        return True
 
 
 def _log_tail(path: Path, lines: int = 20) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from tuneforge.jobs.db import make_engine, migrate
 from tuneforge.jobs.layout import DataDir
@@ -20,6 +22,12 @@ from tuneforge.server.ratelimit import RateLimiter
 from tuneforge.server.routers import files, fine_tuning, health, inference, models
 from tuneforge.server.settings import Settings
 from tuneforge.server.state import AppState, base_model_table, cache_settings, rate_limits
+from tuneforge.server.storage_health import (
+    install_database_error_handler,
+    install_disk_full_handler,
+)
+
+log = logging.getLogger("tuneforge.server")
 
 DESCRIPTION = """Fine-tune text classifiers and serve them. The `/v1/files`,
 `/v1/fine_tuning/jobs`, `/v1/models` and `/v1/chat/completions` endpoints follow the OpenAI API
@@ -45,7 +53,10 @@ def build_state(settings: Settings) -> AppState:
         limiters={kind: RateLimiter(n) for kind, n in rate_limits(settings).items()},
         metrics=None,  # type: ignore[arg-type]  # set below: Metrics reads the state
     )
-    fail_interrupted_validations(store)
+    try:
+        fail_interrupted_validations(store)
+    except DBAPIError as exc:  # a damaged table: start anyway; /readyz says why
+        log.error("could not check for interrupted validations: %s", getattr(exc, "orig", exc))
     state.metrics = Metrics(
         state.job_counts,
         lambda: store.live_workers(settings.worker_timeout_seconds),
@@ -82,7 +93,10 @@ def start_workers(state: AppState) -> None:
             state.engine,
             url,
             state.layout.root,
-            WorkerSettings(lease_seconds=state.settings.lease_seconds),
+            WorkerSettings(
+                lease_seconds=state.settings.lease_seconds,
+                min_free_bytes=state.settings.min_free_bytes(),
+            ),
         )
         thread = threading.Thread(target=worker.run, name=f"tuneforge-{worker.id}", daemon=True)
         thread.start()
@@ -125,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_database_error_handler(app)
+    install_disk_full_handler(app)
     for router in (
         files.router,
         fine_tuning.router,

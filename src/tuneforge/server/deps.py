@@ -23,11 +23,12 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def get_principal(
-    state: State,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+def authenticate_credentials(
+    state: AppState, credentials: HTTPAuthorizationCredentials | None, address: str
 ) -> Principal:
-    """The caller behind ``Authorization: Bearer <key>``; 401 without a valid key."""
+    """The caller behind the bearer credentials; 401 without a valid key, 429 when the
+    client ``address`` sent too many invalid keys (then no key is looked up until its
+    budget refills, so guessing keys is as slow as the limit)."""
     if credentials is None or not credentials.credentials:
         raise APIError(
             401,
@@ -35,13 +36,39 @@ async def get_principal(
             "(create one with `tuneforge keys create`).",
             code="missing_api_key",
         )
+    failures = state.limiters["invalid_key"]
+    wait = failures.wait(address)
+    if wait > 0:
+        state.metrics.rate_limited.labels("invalid_key").inc()
+        raise APIError(
+            429,
+            f"Too many requests with invalid API keys from this address (limit "
+            f"{state.settings.invalid_key_rate_limit_per_minute} per minute); retry later "
+            "with a valid key.",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": RateLimiter.retry_after(wait)},
+        )
     # One indexed read, in the event loop (a read-only session never waits on a writer):
     # cheaper than a thread hop, and a revoked key is refused from the next request on.
     with state.store.read() as session:
         principal = authenticate(session, credentials.credentials)
     if principal is None:
+        failures.acquire(address)
         raise APIError(401, "Invalid or revoked API key.", code="invalid_api_key")
     return principal
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def client_address(request: Request) -> str:
+    """The client's address (the proxy's, unless uvicorn trusts its forwarded headers)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def get_principal(state: State, credentials: Credentials, request: Request) -> Principal:
+    """The caller behind ``Authorization: Bearer <key>``; 401 without a valid key."""
+    return authenticate_credentials(state, credentials, client_address(request))
 
 
 def rate_limit(state: AppState, principal: Principal, kind: str) -> None:
@@ -66,6 +93,20 @@ def rate_limit(state: AppState, principal: Principal, kind: str) -> None:
         )
 
 
+def admit(state: AppState, principal: Principal, scopes: tuple[str, ...], limit: str) -> None:
+    """Within the key's ``limit`` rate budget (429 otherwise) and holding one of ``scopes``
+    (403 otherwise)."""
+    rate_limit(state, principal, limit)
+    if principal.scopes & set(scopes):
+        return
+    message = (
+        f"This API key lacks the '{scopes[0]}' scope; create a key with --scopes {scopes[0]}."
+        if len(scopes) == 1
+        else f"This API key needs one of the scopes {', '.join(scopes)}."
+    )
+    raise APIError(403, message, code="insufficient_scope")
+
+
 def require(scope: str, limit: str = "api"):
     """A dependency that admits keys holding ``scope`` (403 otherwise), within the key's
     ``limit`` rate budget (429 otherwise)."""
@@ -73,13 +114,7 @@ def require(scope: str, limit: str = "api"):
     async def check(
         state: State, principal: Annotated[Principal, Depends(get_principal)]
     ) -> Principal:
-        rate_limit(state, principal, limit)
-        if scope not in principal.scopes:
-            raise APIError(
-                403,
-                f"This API key lacks the '{scope}' scope; create a key with --scopes {scope}.",
-                code="insufficient_scope",
-            )
+        admit(state, principal, (scope,), limit)
         return principal
 
     return check
@@ -91,13 +126,7 @@ def require_any(*scopes: str):
     async def check(
         state: State, principal: Annotated[Principal, Depends(get_principal)]
     ) -> Principal:
-        rate_limit(state, principal, "api")
-        if not principal.scopes & set(scopes):
-            raise APIError(
-                403,
-                f"This API key needs one of the scopes {', '.join(scopes)}.",
-                code="insufficient_scope",
-            )
+        admit(state, principal, scopes, "api")
         return principal
 
     return check

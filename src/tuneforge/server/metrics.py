@@ -38,10 +38,11 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        # No per-model label: /metrics needs no key, and model ids name tenants (project,
+        # suffix, job id). Per-model state is behind a key (``/readyz?model=ID``).
         self.predictions = Counter(
             "tuneforge_predictions_total",
-            "Texts classified, by model.",
-            ["model"],
+            "Texts classified (all models together).",
             registry=self.registry,
         )
         self.rate_limited = Counter(

@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 from tuneforge.config import load_yaml
 from tuneforge.errors import InputError
-from tuneforge.jobs.db import sqlite_url
+from tuneforge.jobs.db import mask_url, sqlite_url
 
 
 class Settings(BaseSettings):
@@ -109,8 +109,25 @@ class Settings(BaseSettings):
         le=256,
         description="ONNX Runtime threads per model (default: the CPUs this process may use).",
     )
+    # Operations: readiness, invalid keys, disk space.
     worker_timeout_seconds: float = Field(
-        90.0, gt=0, description="/readyz: a worker is alive if it beat within this long."
+        10.0,
+        gt=0,
+        description="/readyz: a worker is alive if it beat within this long (workers beat "
+        "every second; a worker that stops cleanly deregisters at once).",
+    )
+    invalid_key_rate_limit_per_minute: int = Field(
+        60,
+        ge=0,
+        description="Requests with an invalid or revoked API key per minute per client "
+        "address before that address gets 429 (0: no limit).",
+    )
+    min_free_disk_mb: int = Field(
+        1024,
+        ge=0,
+        description="Free space the data disk needs (MiB): below it workers take no job, "
+        "a training attempt that dies fails with disk_full, and /readyz is not ready "
+        "(0: no floor).",
     )
     # Fine-tuning jobs: how much training one job may ask for.
     max_train_steps: int = Field(
@@ -138,15 +155,17 @@ class Settings(BaseSettings):
         values = read_settings_file(Path(path), settings_cls)
         return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=values)
 
+    def min_free_bytes(self) -> int:
+        """``min_free_disk_mb`` in bytes."""
+        return self.min_free_disk_mb * 1024 * 1024
+
     def resolved_database_url(self) -> str:
         """The database URL (the SQLite default inside the data directory)."""
         return self.database_url or sqlite_url(Path(self.data_dir) / "tuneforge.db")
 
     def masked_database_url(self) -> str:
         """The database URL with any password replaced by ``***`` (safe to print)."""
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.resolved_database_url()).render_as_string(hide_password=True)
+        return mask_url(self.resolved_database_url())
 
 
 def read_settings_file(path: Path, settings_cls: type[BaseSettings] = Settings) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from tuneforge.server.metrics import Metrics
 from tuneforge.server.model_cache import CacheSettings, ModelCache
 from tuneforge.server.ratelimit import RateLimiter
 from tuneforge.server.settings import Settings
+from tuneforge.server.storage_health import DatabaseHealth
 
 DEFAULT_BASE_ID = "all-MiniLM-L6-v2"
 
@@ -37,6 +38,7 @@ class AppState:
     # (project, model name or alias) -> (model id, valid until monotonic time)
     resolved: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     threads: list[threading.Thread] = field(default_factory=list)
+    db_health: DatabaseHealth = field(default_factory=DatabaseHealth)
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -57,11 +59,13 @@ class AppState:
 
 
 def rate_limits(settings: Settings) -> dict[str, int]:
-    """Requests per minute per key by kind: ``api`` (training, files, jobs, models, admin)
-    and ``inference`` (chat completions, classify); 0 is no limit."""
+    """Requests per minute by kind: per key, ``api`` (training, files, jobs, models, admin)
+    and ``inference`` (chat completions, classify); per client address, ``invalid_key``
+    (requests with an invalid or revoked key); 0 is no limit."""
     return {
         "api": settings.rate_limit_per_minute,
         "inference": settings.inference_rate_limit_per_minute,
+        "invalid_key": settings.invalid_key_rate_limit_per_minute,
     }
 
 

@@ -109,7 +109,7 @@ async def predict(
             "details); other requests are not affected.",
             code="inference_error",
         ) from None
-    state.metrics.predictions.labels(loaded.model_id).inc(len(texts))
+    state.metrics.predictions.inc(len(texts))
     tokens = int(rows[:, -1].sum())
     probs = rows[:, :-1]
     return loaded, loaded.predictor.decide(probs, top_k=top_k, threshold=threshold), tokens
