@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from tuneforge.errors import InputError
-from tuneforge.models.safety import check_safe_tree
+from tuneforge.models.safety import check_safe_tree, file_identity
 
 
 @pytest.fixture()
@@ -28,7 +28,14 @@ def test_lists_the_files_it_would_copy_with_their_identity(tree: Path) -> None:
     files = check_safe_tree(tree, "b")
     assert sorted(map(str, files)) == ["model/config.json", "model/w.safetensors"]
     weights = (tree / "model" / "w.safetensors").stat()
-    assert files[Path("model/w.safetensors")] == (weights.st_dev, weights.st_ino)
+    assert files[Path("model/w.safetensors")] == file_identity(weights)
+    assert file_identity(weights)[:2] == (weights.st_dev, weights.st_ino)
+    # rewritten in place (same inode, where the file system reuses it): another identity
+    (tree / "model" / "w.safetensors").write_bytes(b"x")
+    assert (
+        file_identity((tree / "model" / "w.safetensors").stat())
+        != files[Path("model/w.safetensors")]
+    )
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,7 @@ def _read_json(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def check_safe_tree(root: Path, what: str) -> dict[Path, tuple[int, int]]:
+def check_safe_tree(root: Path, what: str) -> dict[Path, tuple[int, int, int, int]]:
     """Every file under ``root`` that may be copied and served, or an error for the first
     file that may not.
 
@@ -100,8 +100,8 @@ def check_safe_tree(root: Path, what: str) -> dict[Path, tuple[int, int]]:
         what: How to name ``root`` in error messages.
 
     Returns:
-        The regular files, relative to ``root``, in walk order, each with its (device,
-        inode): a copy can check it opens the very file that was checked.
+        The regular files, relative to ``root``, in walk order, each with its
+        ``file_identity``: a copy can check it opens the very file that was checked.
 
     Raises:
         InputError: The first link, special file, code, pickle, ``auto_map`` or broken
@@ -141,7 +141,13 @@ def check_safe_tree(root: Path, what: str) -> dict[Path, tuple[int, int]]:
             )
     for rel, _info in found:
         _check_file(root / rel, rel, what)
-    return {rel: (info.st_dev, info.st_ino) for rel, info in found}
+    return {rel: file_identity(info) for rel, info in found}
+
+
+def file_identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    """(device, inode, size, modification time in ns): a file replaced or rewritten since
+    it was seen has another identity, even where the file system reuses the inode."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 _NO_LINKS = (

@@ -21,7 +21,7 @@ from tuneforge.errors import InputError
 from tuneforge.jobs.ids import new_id
 from tuneforge.jobs.layout import DataDir
 from tuneforge.jobs.tables import Alias, FineTunedModel
-from tuneforge.models.safety import check_safe_tree
+from tuneforge.models.safety import check_safe_tree, file_identity
 from tuneforge.recipes.checkpoint_bundles import CHECKPOINTS, checkpoint_bundle
 from tuneforge.server.errors import APIError
 from tuneforge.server.state import AppState
@@ -373,8 +373,10 @@ def import_bundle(
     return dest
 
 
-def _copy_files(source: Path, files: dict[Path, tuple[int, int]], target: Path, what: str) -> None:
-    """Copy ``files`` (relative to ``source``, with the (device, inode) they had when
+def _copy_files(
+    source: Path, files: dict[Path, tuple[int, int, int, int]], target: Path, what: str
+) -> None:
+    """Copy ``files`` (relative to ``source``, with the ``file_identity`` they had when
     checked) into a new ``target``. No link is followed on the way to a file, and a file
     swapped since it was checked is refused."""
     target.mkdir(parents=True)
@@ -392,7 +394,7 @@ def _copy_files(source: Path, files: dict[Path, tuple[int, int]], target: Path, 
                 raise InputError(f"{what}: cannot copy {rel}: {exc.strerror}") from None
             with os.fdopen(fd, "rb") as src:
                 info = os.fstat(src.fileno())
-                if (info.st_dev, info.st_ino) != identity or not stat.S_ISREG(info.st_mode):
+                if file_identity(info) != identity or not stat.S_ISREG(info.st_mode):
                     raise InputError(f"{what}: {rel} changed while it was being imported")
                 with out.open("xb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
