@@ -37,7 +37,7 @@ test-contract: dev
 test-security: dev
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m security
 
-# Trains the real default model once (a few minutes).
+# The real default model trained once, and the long fault cases (a few minutes).
 test-slow: dev
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m slow
 

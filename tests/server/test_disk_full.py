@@ -217,6 +217,7 @@ def test_under_the_free_space_floor_no_job_is_taken_and_readyz_says_why(
 
 
 @pytest.mark.live
+@pytest.mark.slow  # ~25 s: CI runs it (make test-slow); the floor test above stays in make test
 def test_a_full_disk_fails_the_running_job_keeps_the_server_up_and_says_why(
     tmp_path: Path, tiny_model: Path
 ):

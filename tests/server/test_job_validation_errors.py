@@ -138,6 +138,7 @@ def _tamper(server: LiveServer, job_id: str, change) -> None:
 
 
 @pytest.mark.live
+@pytest.mark.slow  # ~20 s of real training children: CI runs it (make test-slow)
 def test_bad_input_found_by_training_fails_once_without_leaks(tmp_path: Path, tiny_model: Path):
     settings = server_settings(tmp_path, tiny_model, workers=0, max_attempts=3)
     with live_server(settings) as server:
