@@ -115,3 +115,27 @@ def test_a_name_over_255_characters_keeps_its_extension(client):
     # the extension decides the format: a long .jsonl name is read as JSON lines
     long_jsonl = upload(client, "j" * 400 + ".jsonl", f"{GOOD}\n{OTHER}\n".encode()).json()
     assert long_jsonl["filename"].endswith(".jsonl") and long_jsonl["tuneforge"]["rows"] == 2
+
+
+def test_a_server_start_removes_uploads_left_half_written_by_a_killed_server(
+    tmp_path: Path, tiny_model: Path
+):
+    """A request removes its staging file on any error, but a killed process cannot: the
+    next start removes those older than an hour and keeps a fresh one (another server on
+    the same data directory may be receiving it)."""
+    import os
+    import time
+
+    settings = server_settings(tmp_path, tiny_model, workers=0)
+    folder = settings.data_dir / "files"
+    folder.mkdir(parents=True)
+    stale = folder / ".file-abc.partial.csv"
+    fresh = folder / ".file-def.partial.jsonl"
+    stored = folder / "file-ghi.csv"  # a stored upload: never touched
+    for path in (stale, fresh, stored):
+        path.write_text("text,label\n")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    os.utime(stored, (hours_ago, hours_ago))
+    with api_server(settings):
+        assert sorted(p.name for p in folder.iterdir()) == [fresh.name, stored.name]

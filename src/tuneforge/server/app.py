@@ -20,6 +20,7 @@ from tuneforge.server.metrics import Metrics, MetricsMiddleware
 from tuneforge.server.model_cache import ModelCache
 from tuneforge.server.ratelimit import RateLimiter
 from tuneforge.server.routers import files, fine_tuning, health, inference, models
+from tuneforge.server.services.files import remove_stale_uploads
 from tuneforge.server.settings import Settings
 from tuneforge.server.state import AppState, base_model_table, cache_settings, rate_limits
 from tuneforge.server.storage_health import (
@@ -42,6 +43,9 @@ def build_state(settings: Settings) -> AppState:
     migrate(engine)
     layout = DataDir(settings.data_dir.resolve())
     layout.create()
+    removed = remove_stale_uploads(layout)
+    if removed:
+        log.warning("removed %d upload(s) left half-written by a stopped server", removed)
     store = JobStore(engine)
     state = AppState(
         settings=settings,

@@ -79,7 +79,9 @@ def install_database_error_handler(app: FastAPI) -> None:
         log.error("database error on %s %s: %s", request.method, request.url.path, why)
         return envelope(
             503,
-            f"The database cannot serve requests right now ({why}); retry later.",
+            # the driver's reason may name hosts or files: the server log and /readyz have it
+            "The database cannot serve requests right now; retry later (the operator will "
+            "find the reason in /readyz and the server log).",
             "database_unavailable",
             headers={"Retry-After": "5"},
         )

@@ -211,6 +211,29 @@ def _too_large(name: str, exc: TableTooLarge) -> str:
     )
 
 
+STALE_UPLOAD_SECONDS = 3600.0
+"""An upload's hidden staging file older than this belongs to no request in flight."""
+
+
+def remove_stale_uploads(layout: DataDir, older_than: float = STALE_UPLOAD_SECONDS) -> int:
+    """Delete staging files (``.file-*.partial*``) left by a server killed mid-upload; a
+    request removes its own on any error, but not when the process dies. Only files older
+    than ``older_than`` seconds go: another server on the same data directory may be
+    receiving one right now. Returns how many were removed."""
+    if not layout.files.is_dir():
+        return 0
+    removed = 0
+    cutoff = time.time() - older_than
+    for path in layout.files.glob(".file-*.partial*"):
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            continue
+    return removed
+
+
 def get_file(session: Session, project: str, file_id: str, param: str | None = None) -> File:
     """A project's file or 404."""
     row = session.get(File, file_id)
