@@ -198,3 +198,23 @@ def run_cli_subprocess(*args, cwd=None, env=None, timeout: float = 180) -> CliRe
         timeout=timeout,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+# ---------------------------------------------------------------- tiny generative models
+# A tiny random Llama chat model (tests/tiny_llama.py): SmolLM2-like ChatML, pad == eos.
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory of a tiny random Llama whose chat template has no generation markers."""
+    from tests.tiny_llama import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), markers=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_markers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model whose template wraps assistant content in ``{% generation %}``."""
+    from tests.tiny_llama import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-markers"), markers=True)
