@@ -176,7 +176,10 @@ def _mask_from_markers(
     tokenizer: PreTrainedTokenizerBase, conversation: Conversation, file: str
 ) -> tuple[list[int], list[bool]]:
     """Token ids and trained flags from the template's ``{% generation %}`` spans."""
-    out: Any = tokenizer.apply_chat_template(
+    out: Any = _apply_template(
+        tokenizer,
+        conversation,
+        file,
         conversation.messages(),
         tokenize=True,
         return_dict=True,
@@ -212,7 +215,7 @@ def _mask_from_prefixes(
 ) -> tuple[list[int], list[bool]]:
     """Token ids and trained flags from renderings of the conversation's prefixes."""
     messages = conversation.messages()
-    full = _render(tokenizer, messages, False)
+    full = _render(tokenizer, conversation, file, messages, False)
     spans: list[tuple[int, int, int]] = []  # (first char, end char, message index)
     for k, turn in enumerate(conversation.turns):
         if not turn.trained:
@@ -232,8 +235,8 @@ def _mask_from_prefixes(
                     )
                 ],
             )
-        prompt = _render(tokenizer, messages[:k], True)
-        if prompt == _render(tokenizer, messages[:k], False):
+        prompt = _render(tokenizer, conversation, file, messages[:k], True)
+        if prompt == _render(tokenizer, conversation, file, messages[:k], False):
             raise _template_error(
                 "the chat template ignores add_generation_prompt, so the assistant header "
                 "cannot be told apart from the reply",
@@ -242,7 +245,7 @@ def _mask_from_prefixes(
                 conversation,
                 file,
             )
-        upto = _render(tokenizer, messages[: k + 1], False)
+        upto = _render(tokenizer, conversation, file, messages[: k + 1], False)
         for part, what in ((prompt, "the prompt before"), (upto, "the conversation up to")):
             if not full.startswith(part):
                 raise _template_error(
@@ -320,12 +323,45 @@ def _template_of(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def _render(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], prompt: bool
+    tokenizer: PreTrainedTokenizerBase,
+    conversation: Conversation,
+    file: str,
+    messages: list[dict[str, str]],
+    prompt: bool,
 ) -> str:
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+    text = _apply_template(
+        tokenizer, conversation, file, messages, tokenize=False, add_generation_prompt=prompt
+    )
     if not isinstance(text, str):  # pragma: no cover - tokenize=False always gives text
         raise TypeError(f"apply_chat_template gave {type(text).__name__}, not text")
     return text
+
+
+def _apply_template(
+    tokenizer: PreTrainedTokenizerBase,
+    conversation: Conversation,
+    file: str,
+    messages: list[dict[str, str]],
+    **options: Any,
+) -> Any:
+    """``apply_chat_template``; the template refusing (``raise_exception``) is an input error."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, **options)
+    except TemplateError as exc:
+        raise InputError(
+            "the base model's chat template refused the example",
+            [
+                Problem(
+                    file,
+                    f"the chat template refused the example: {exc}",
+                    "arrange the messages as the base model's chat template requires, or "
+                    "choose another base model",
+                    line=conversation.line,
+                )
+            ],
+        ) from exc
 
 
 def _special_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -293,6 +293,33 @@ def test_markers_that_miss_an_assistant_turn_are_refused(markers):
         encode_conversation(tokenizer, example, 256)
 
 
+@pytest.mark.parametrize("markers_in_template", [False, True])
+def test_an_example_the_template_rejects_is_a_clear_input_error(plain, markers_in_template):
+    # like Gemma's: roles must alternate user/assistant
+    strict = (
+        "{% for message in messages %}"
+        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant') }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+        + (
+            "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] }}"
+            "{% endgeneration %}{% else %}{{ message['content'] }}{% endif %}"
+            if markers_in_template
+            else "{{ message['content'] }}"
+        )
+        + "{{ '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    tokenizer = with_template(plain, strict)
+    ok = encode_conversation(tokenizer, conversation(("user", "Hi"), ("assistant", "Hello")), 64)
+    assert trained_text(tokenizer, ok) == ["Hello<|im_end|>"]
+    with pytest.raises(InputError, match="roles must alternate") as caught:
+        encode_conversation(
+            tokenizer, conversation(("user", "Hi"), ("user", "Hi"), ("assistant", "Hello")), 64
+        )
+    assert ":7" in str(caught.value)
+
+
 def test_a_tokenizer_without_a_chat_template_is_refused(plain):
     tokenizer = with_template(plain, None)
     with pytest.raises(ChatTemplateError, match="no chat template"):
