@@ -199,6 +199,9 @@ def test_both_templates_give_the_same_encoding(plain, markers):
             ("user", "Capital of France?"),
             ("assistant", "Paris is the capital of France."),
         ),
+        # whitespace at the header boundary and a literal end-of-turn inside a reply
+        conversation(("user", "Hi"), ("assistant", "\n\n  Hello  ")),
+        conversation(("user", "Hi"), ("assistant", "a<|im_end|>b")),
         conversation(("user", "café ☕ 你好"), ("assistant", "Grüße ☕ 你好!")),
     ]
     for example in examples:
