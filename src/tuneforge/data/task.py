@@ -106,7 +106,7 @@ def choose_task(data: ChatSet | Table | Sequence[str], requested: str = "auto") 
         not_labels.append(f"fewer than {MIN_MEAN_REPEATS} examples per reply on average")
     if longest > MAX_LABEL_CHARS:
         long = sum(1 for r in replies if len(r) > MAX_LABEL_CHARS)
-        not_labels.append(f"{long:,} longer than {MAX_LABEL_CHARS} characters (up to {longest:,})")
+        not_labels.append(f"{long:,} longer than {MAX_LABEL_CHARS} characters, up to {longest:,}")
     if not_labels:
         reason = f"{numbers} ({'; '.join(not_labels)}): free text, generate"
         return TaskChoice("generate", reason, n, distinct, longest)
