@@ -181,3 +181,25 @@ def test_training_a_generation_set_as_a_classifier_says_it_looks_generative(
     assert "21 distinct final replies among 21 examples" in message
     assert "free-text replies need a generative model" in message
     assert not output.exists()
+
+
+def test_a_chat_file_of_labels_may_have_a_labelled_table_beside_it(
+    tmp_path: Path, tiny_model: Path
+):
+    rows = [[user(f"good film {i}"), assistant(["positive", "negative"][i % 2])] for i in range(20)]
+    train = write(tmp_path / "train.jsonl", rows)
+    validation = tmp_path / "validation.csv"
+    validation.write_text("text,label\ngreat film,positive\nbad film,negative\n")
+    result = run_cli("data", "check", train, validation, "--model", tiny_model, "--json")
+    assert result.code == 0, result
+    report = json.loads(result.stdout)
+    assert report["task"]["task"] == "classify" and report["splits"]["validation"]["rows"] == 2
+
+
+def test_a_generation_set_needs_chat_files_for_every_split(tmp_path: Path):
+    train = write(tmp_path / "train.jsonl", generation_rows())
+    validation = tmp_path / "validation.csv"
+    validation.write_text("text,label\ngreat film,positive\n")
+    result = run_cli("data", "check", train, validation)
+    assert result.code == 2, result
+    assert f"{validation}: unsupported file extension '.csv'" in result.stderr

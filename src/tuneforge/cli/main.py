@@ -248,25 +248,32 @@ def _check_chat_files(paths: dict[str, str | None], model: str | None, as_json: 
     """Read chat files (the problems of all of them at once) and choose the task; report a
     generation set and return None, or return the task choice of a classification set."""
     from tuneforge.data.chat_report import build_chat_report, render_chat_report
-    from tuneforge.data.chat_sets import ChatSet, read_chat_set
+    from tuneforge.data.chat_sets import ChatSet, looks_like_chat_set, read_chat_set
     from tuneforge.data.task import choose_task
     from tuneforge.models.classifier import load_tokenizer
     from tuneforge.models.registry import resolve_base_model
 
+    def read(roles: list[str]) -> None:
+        problems: list[Problem] = []
+        for role in roles:
+            path = paths[role]
+            assert path is not None
+            try:
+                sets[role] = read_chat_set(path)
+            except InputError as exc:
+                problems.extend(exc.problems or [Problem(file=path, message=str(exc))])
+        if problems:
+            raise InputError(f"{len(problems)} problem(s) in the data files", problems)
+
     sets: dict[str, ChatSet] = {}
-    problems: list[Problem] = []
-    for role, path in paths.items():
-        if path is None:
-            continue
-        try:
-            sets[role] = read_chat_set(path)
-        except InputError as exc:
-            problems.extend(exc.problems or [Problem(file=path, message=str(exc))])
-    if problems:
-        raise InputError(f"{len(problems)} problem(s) in the data files", problems)
+    given = [role for role, path in paths.items() if path is not None]
+    # a classification set may have labelled tables beside it: those are read as tables
+    chat = [r for r in given if r == "train" or looks_like_chat_set(paths[r] or "")]
+    read(chat)
     choice = choose_task(sets["train"])
     if choice.task == "classify":
         return choice
+    read([r for r in given if r not in chat])  # a generation set's splits are chat files
     tokenizer = None if model is None else load_tokenizer(resolve_base_model(model).path)
     report = build_chat_report(sets, choice, tokenizer)
     if as_json:
