@@ -17,7 +17,18 @@ from tuneforge.data.tables import read_table
 from tuneforge.data.task import MAX_CLASSES, choose_task
 from tuneforge.errors import InputError
 
-DATA = Path("/work/shared/data")
+# the public datasets beside the repository (a checkout's ../shared/data), when present
+DATA = next(
+    (
+        d
+        for d in (
+            Path(__file__).resolve().parents[3].parent / "shared/data",
+            Path("/work/shared/data"),
+        )
+        if d.is_dir()
+    ),
+    Path("/nonexistent"),
+)
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="the shared datasets are not here")
 
 
