@@ -20,7 +20,7 @@ from rich.table import Table as RichTable
 
 from tuneforge.cli import server_commands
 from tuneforge.cli.train_options import EXPORT_CHOICES, with_parameters
-from tuneforge.errors import InputError, TuneforgeError
+from tuneforge.errors import InputError, Problem, TuneforgeError
 from tuneforge.training.threads import set_wait_policy
 
 _typer_click: types.ModuleType
@@ -168,7 +168,10 @@ def data_check(
     test: Annotated[str | None, typer.Option(help="Test file.")] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Model whose tokenizer measures token lengths (default: train's)."),
+        typer.Option(
+            help="Model whose tokenizer measures token lengths (default: train's; for a "
+            "generation set, none: no token counts)."
+        ),
     ] = None,
     text_column: TextColumn = None,
     label_column: LabelColumn = None,
@@ -184,9 +187,16 @@ def data_check(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Report class balance, duplicates, leakage, conflicts and token lengths per split."""
+    """Report class balance, duplicates, leakage, conflicts and token lengths per split.
+
+    A chat file (OpenAI chat or prompt/completion JSONL) is checked as a generation set:
+    the task it is for and why, turns, characters and tokens per example, duplicates and
+    leakage. One whose replies are labels gets the classifier report, with the task.
+    """
     from tuneforge.config import RunConfig
+    from tuneforge.data.chat_sets import looks_like_chat_set
     from tuneforge.data.report import build_data_report, render_data_report
+    from tuneforge.models.classifier import load_tokenizer
     from tuneforge.models.registry import resolve_base_model
     from tuneforge.recipes.finetune_classifier import load_splits
     from tuneforge.training.auto import estimated_tokens_per_s
@@ -194,6 +204,12 @@ def data_check(
     if len(files) > 3:
         raise InputError("data check takes at most 3 files: TRAIN [VALIDATION [TEST]]")
     names = [*files, None, None][:3]
+    task = None
+    if looks_like_chat_set(names[0] or ""):
+        paths = {"train": names[0], "validation": validation or names[1], "test": test or names[2]}
+        task = _check_chat_files(paths, model, as_json)
+        if task is None:  # a generation set: reported
+            return
     data = {
         "train": names[0],
         "validation": validation or names[1],
@@ -212,18 +228,59 @@ def data_check(
             "output": ".",
         }
     )
-    from tuneforge.models.classifier import load_tokenizer
-
     splits = load_splits(config)
     base = resolve_base_model(config.model.name)
     tokenizer = load_tokenizer(base.path)
     report = build_data_report(
         splits, tokenizer, throughput_tokens_per_s=estimated_tokens_per_s(base.path)
     )
+    if task is not None:
+        report["task"] = {"task": task.task, "reason": task.reason}
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    if task is not None:
+        out.print(f"Task: {task.task} ({task.reason})", markup=False, highlight=False)
+    out.print(render_data_report(report))
+
+
+def _check_chat_files(paths: dict[str, str | None], model: str | None, as_json: bool):
+    """Read chat files (the problems of all of them at once) and choose the task; report a
+    generation set and return None, or return the task choice of a classification set."""
+    from tuneforge.data.chat_report import build_chat_report, render_chat_report
+    from tuneforge.data.chat_sets import ChatSet, looks_like_chat_set, read_chat_set
+    from tuneforge.data.task import choose_task
+    from tuneforge.models.classifier import load_tokenizer
+    from tuneforge.models.registry import resolve_base_model
+
+    def read(roles: list[str]) -> None:
+        problems: list[Problem] = []
+        for role in roles:
+            path = paths[role]
+            assert path is not None
+            try:
+                sets[role] = read_chat_set(path)
+            except InputError as exc:
+                problems.extend(exc.problems or [Problem(file=path, message=str(exc))])
+        if problems:
+            raise InputError(f"{len(problems)} problem(s) in the data files", problems)
+
+    sets: dict[str, ChatSet] = {}
+    given = [role for role, path in paths.items() if path is not None]
+    # a classification set may have labelled tables beside it: those are read as tables
+    chat = [r for r in given if r == "train" or looks_like_chat_set(paths[r] or "")]
+    read(chat)
+    choice = choose_task(sets["train"])
+    if choice.task == "classify":
+        return choice
+    read([r for r in given if r not in chat])  # a generation set's splits are chat files
+    tokenizer = None if model is None else load_tokenizer(resolve_base_model(model).path)
+    report = build_chat_report(sets, choice, tokenizer)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     else:
-        out.print(render_data_report(report))
+        out.print(render_chat_report(report))
+    return None
 
 
 @app.command("eval")

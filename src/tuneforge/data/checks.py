@@ -14,6 +14,7 @@ from typing import Any
 from tuneforge.data.report import build_data_report
 from tuneforge.data.splits import Splits
 from tuneforge.data.tables import Table
+from tuneforge.data.task import choose_task, generative_file_fix
 from tuneforge.errors import InputError, Problem
 
 
@@ -128,7 +129,8 @@ def table_problems(table: Table, *, training: bool) -> list[Problem]:
         One problem per row whose text or labels cannot be encoded as UTF-8 (a lone UTF-16
         surrogate such as ``\\ud800`` in JSON; the tokenizer and the bundle's files take
         only UTF-8), at most ``MAX_ENCODING_PROBLEMS``; and, for the training file, one
-        problem when it holds fewer than two classes.
+        problem when it is a chat file whose replies look like free text (``choose_task``
+        says generate), or else when it holds fewer than two classes.
     """
     problems = [
         Problem(
@@ -140,6 +142,18 @@ def table_problems(table: Table, *, training: bool) -> list[Problem]:
         )
         for line, what in _unencodable(table)
     ][:MAX_ENCODING_PROBLEMS]
+    if training and table.format == "chat":
+        choice = choose_task(table)
+        if choice.task == "generate":
+            problems.append(
+                Problem(
+                    file=table.source,
+                    message="the file looks like a generation set, not a classification set: "
+                    + choice.reason,
+                    fix=generative_file_fix(),
+                )
+            )
+            return problems
     if training:
         classes = sorted({label for labels in table.labels for label in labels})
         if len(classes) < MIN_CLASSES:

@@ -78,7 +78,7 @@ _RAGGED_FIX = (
 )
 _JSONL_FIX = 'write one JSON object per line, e.g. {"text": "great film", "label": "positive"}'
 _MAX_LISTED = 20
-_SURROGATE_FIX = (
+SURROGATE_FIX = (
     "remove the character: a lone UTF-16 surrogate is not text (a \\uXXXX escape of a "
     "character outside the BMP needs its pair, e.g. \\ud83d\\ude00)"
 )
@@ -193,6 +193,90 @@ def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:
     return _read(path, spec, 50, _Caps(None, None, None)).texts
 
 
+@dataclass
+class JsonLines:
+    """The JSON objects of a JSON-lines file, read with ``read_json_lines``.
+
+    Attributes:
+        source: The file name as the user gave it.
+        objects: ``(line, object)`` of every line that holds a JSON object (1-based lines).
+        sha256: Hex sha256 of the whole file's bytes.
+        problems: The problems found so far (bad bytes, bad JSON, lines that are not
+            objects); the caller adds its own and calls ``raise_if_any``.
+    """
+
+    source: str
+    objects: list[tuple[int, dict]]
+    sha256: str
+    problems: FileProblems
+
+
+def read_json_lines(
+    path: str | Path,
+    *,
+    example: str,
+    nested_fix: str,
+    max_problems: int = 50,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
+    max_memory: int | None = None,
+) -> JsonLines:
+    """Read a ``.jsonl``/``.json`` file into its objects, safely, as ``read_table`` does.
+
+    The same checks as ``read_table``: a missing path or a directory, the caps (checked
+    before a line is parsed), an empty file, bytes that are not UTF-8, NUL bytes, lines that
+    are not JSON, nested too deeply to read (a ``RecursionError``), or not an object. Blank
+    lines are skipped. Problems on lines are collected, not raised.
+
+    Args:
+        path: The file, as the user named it.
+        example: One valid line of the format, shown in the fixes.
+        nested_fix: The fix shown for a line nested too deeply to read.
+        max_problems: How many problems to list before summarising the rest.
+        max_rows: Refuse a file with more lines.
+        max_bytes: Refuse a larger file.
+        max_memory: Refuse a file that reading may take more memory for (estimated from its
+            size, lines and JSON punctuation, as ``read_table`` does).
+
+    Returns:
+        The objects with their lines, the file's sha256 and the problems found.
+
+    Raises:
+        TableTooLarge: The file exceeds a cap.
+        InputError: The file is missing, unreadable, empty or not a ``.jsonl``/``.json``
+            file (problems on lines are returned, not raised).
+    """
+    source = str(path)
+    _check_path(source)
+    suffix = Path(source).suffix.lower()
+    if suffix not in (".jsonl", ".json"):
+        _fail(
+            source,
+            f"unsupported file extension {suffix or '(none)'!r}; this file must be JSON lines "
+            "(.jsonl)",
+            f"write one JSON object per line, e.g. {example}, in a .jsonl file",
+        )
+    caps = _Caps(max_rows, max_bytes, max_memory)
+    if caps.bytes is not None:
+        size = _size(source)
+        if size > caps.bytes:
+            raise TableTooLarge(source, "bytes", caps.bytes, size)
+    data = _read_bytes(source)
+    if not data.removeprefix(_UTF8_BOM).strip():
+        _fail(source, "the file is empty", f"write one JSON object per line, e.g. {example}")
+    _check_text_caps(source, "jsonl", data, caps)
+    problems = FileProblems(source, max_problems)
+    sha256 = hashlib.sha256(data).hexdigest()
+    text = _decode(data, problems)
+    if text is None or _has_nul(text, problems):
+        return JsonLines(source, [], sha256, problems)
+    del text  # parsed from the bytes a line at a time
+    jsonl_fix = f"write one JSON object per line, e.g. {example}"
+    lines = _text_lines(data, "\n")
+    objects = list(_json_objects(lines, problems, jsonl_fix, nested_fix))
+    return JsonLines(source, objects, sha256, problems)
+
+
 # ---------------------------------------------------------------- plumbing
 
 
@@ -244,8 +328,13 @@ class _Parsed:
 _NO_COLUMNS = _Columns(None, None)
 
 
-class _Problems:
-    """Collects the problems of one file, keeping the ``limit`` with the lowest line numbers."""
+class FileProblems:
+    """Collects the problems of one file, keeping the ``limit`` with the lowest line numbers.
+
+    Args:
+        source: The file, as the user named it.
+        limit: How many problems to list before summarising the rest.
+    """
 
     def __init__(self, source: str, limit: int) -> None:
         self.source = source
@@ -254,6 +343,7 @@ class _Problems:
         self.total = 0
 
     def add(self, message: str, fix: str, line: int | None = None, column: str | None = None):
+        """Record one problem: what is wrong, the fix, and its line and column (or field)."""
         self.total += 1
         self.kept.append(Problem(self.source, message, fix, line, column))
         if len(self.kept) > 2 * self.limit:  # bound memory on files where every row is bad
@@ -263,6 +353,7 @@ class _Problems:
         return sorted(problems, key=lambda p: p.line or 0)[: self.limit]
 
     def raise_if_any(self) -> None:
+        """Raise an InputError listing the first problems (by line), if any were recorded."""
         if not self.total:
             return
         problems = self._first(self.kept)
@@ -297,7 +388,7 @@ def _read(path: str | Path, spec: _Spec, max_problems: int, caps: _Caps) -> Tabl
         _fail(source, "the file is empty", "write a header line and one labelled record per line")
     if fmt != "parquet":
         _check_text_caps(source, fmt, data, caps)
-    problems = _Problems(source, max_problems)
+    problems = FileProblems(source, max_problems)
     parsed = _parse(source, fmt, data, spec, problems, caps)
     table = _build_table(source, parsed, spec, problems)
     table.sha256 = hashlib.sha256(data).hexdigest()
@@ -388,7 +479,7 @@ def _format_of(source: str) -> str:
 
 
 def _parse(
-    source: str, fmt: str, data: bytes, spec: _Spec, problems: _Problems, caps: _Caps
+    source: str, fmt: str, data: bytes, spec: _Spec, problems: FileProblems, caps: _Caps
 ) -> _Parsed:
     """Dispatch on the format."""
     if fmt == "parquet":
@@ -413,7 +504,7 @@ def _text_lines(data: bytes, newline: str) -> Iterator[str]:
     )
 
 
-def _decode(data: bytes, problems: _Problems) -> str | None:
+def _decode(data: bytes, problems: FileProblems) -> str | None:
     """UTF-8 text without a BOM, or None after reporting each line with bad bytes."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         problems.add("the file is UTF-16, not UTF-8", _UTF16_FIX, line=1)
@@ -433,7 +524,7 @@ def _decode(data: bytes, problems: _Problems) -> str | None:
     return None
 
 
-def _has_nul(text: str, problems: _Problems) -> bool:
+def _has_nul(text: str, problems: FileProblems) -> bool:
     """Report every line with a NUL character (a binary or UTF-16 file); True if any."""
     if "\x00" not in text:
         return False
@@ -456,7 +547,7 @@ def _find_column(present: Sequence[str], wanted: str | None, candidates: Sequenc
 
 
 def _resolve_columns(
-    present: Sequence[str], spec: _Spec, problems: _Problems, line: int | None, hint: str = ""
+    present: Sequence[str], spec: _Spec, problems: FileProblems, line: int | None, hint: str = ""
 ) -> _Columns | None:
     """Pick the text and label columns; report each missing one. None if any is missing."""
     label_candidates = ("labels", *LABEL_COLUMNS) if spec.multi_label else LABEL_COLUMNS
@@ -477,7 +568,7 @@ def _report_missing(
     wanted: str | None,
     candidates: Sequence[str],
     present: Sequence[str],
-    problems: _Problems,
+    problems: FileProblems,
     line: int | None,
     hint: str,
 ) -> None:
@@ -508,7 +599,7 @@ def _delimiter_hint(header: Sequence[str], delimiter: str) -> str:
 
 
 def _read_delimited(
-    lines: Iterator[str], size: int, fmt: str, spec: _Spec, problems: _Problems
+    lines: Iterator[str], size: int, fmt: str, spec: _Spec, problems: FileProblems
 ) -> _Parsed:
     """Records of a CSV/TSV text; each keeps the physical line where it starts."""
     delimiter = "\t" if fmt == "tsv" else ","
@@ -543,7 +634,7 @@ def _read_delimited(
     return _Parsed(fmt, records, columns or _NO_COLUMNS)
 
 
-def _csv_rows(reader, problems: _Problems) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(reader, problems: FileProblems) -> Iterator[tuple[int, list[str]]]:
     """(start line, fields) of each non-blank row; malformed rows become problems."""
     start = 1
     while True:
@@ -565,7 +656,7 @@ def _csv_rows(reader, problems: _Problems) -> Iterator[tuple[int, list[str]]]:
 # ---------------------------------------------------------------- JSON lines
 
 
-def _read_jsonl(lines: Iterator[str], spec: _Spec, problems: _Problems) -> _Parsed:
+def _read_jsonl(lines: Iterator[str], spec: _Spec, problems: FileProblems) -> _Parsed:
     """Records of JSON lines, or of OpenAI chat JSONL when the first has "messages"."""
     objects = list(_json_objects(lines, problems))
     if not objects:
@@ -582,7 +673,12 @@ def _read_jsonl(lines: Iterator[str], spec: _Spec, problems: _Problems) -> _Pars
     return _Parsed("jsonl", [r for r in records if r is not None], columns)
 
 
-def _json_objects(lines: Iterator[str], problems: _Problems) -> Iterator[tuple[int, dict]]:
+def _json_objects(
+    lines: Iterator[str],
+    problems: FileProblems,
+    jsonl_fix: str = _JSONL_FIX,
+    nested_fix: str = _NESTED_FIX,
+) -> Iterator[tuple[int, dict]]:
     """(line, object) of each non-blank line; bad JSON and non-objects become problems."""
     first = True
     for number, raw in enumerate(lines, 1):
@@ -594,13 +690,13 @@ def _json_objects(lines: Iterator[str], problems: _Problems) -> Iterator[tuple[i
         except RecursionError:
             depth = sys.getrecursionlimit()
             message = f"the line is nested too deeply to read (over about {depth:,} levels)"
-            problems.add(message, _NESTED_FIX, line=number)
+            problems.add(message, nested_fix, line=number)
             first = False
             continue
         except json.JSONDecodeError as exc:
             hint = _json_hint(line, first)
             message = f"invalid JSON: {exc.msg} (character {exc.colno})"
-            problems.add(message + hint, _JSONL_FIX, line=number)
+            problems.add(message + hint, jsonl_fix, line=number)
             if hint:  # the whole file is in another format: one problem says it all
                 return
             first = False
@@ -610,7 +706,7 @@ def _json_objects(lines: Iterator[str], problems: _Problems) -> Iterator[tuple[i
             yield number, value
         else:
             kind = type(value).__name__.replace("dict", "object")
-            problems.add(f"the line is a JSON {kind}, not an object", _JSONL_FIX, line=number)
+            problems.add(f"the line is a JSON {kind}, not an object", jsonl_fix, line=number)
 
 
 def _json_hint(line: str, first: bool) -> str:
@@ -626,7 +722,7 @@ def _json_hint(line: str, first: bool) -> str:
     return ""
 
 
-def _json_record(line: int, obj: dict, columns: _Columns, problems: _Problems) -> _Raw | None:
+def _json_record(line: int, obj: dict, columns: _Columns, problems: FileProblems) -> _Raw | None:
     missing = [c for c in (columns.text, columns.label) if c is not None and c not in obj]
     for key in missing:
         problems.add(f"the record has no {key!r} key", f"add {key!r} to every record", line, key)
@@ -635,7 +731,7 @@ def _json_record(line: int, obj: dict, columns: _Columns, problems: _Problems) -
     return _Raw(line, obj[columns.text], obj[columns.label] if columns.label else None)
 
 
-def _chat_record(line: int, obj: dict, spec: _Spec, problems: _Problems) -> _Raw | None:
+def _chat_record(line: int, obj: dict, spec: _Spec, problems: FileProblems) -> _Raw | None:
     """Text = the user turn(s), label = the final assistant turn; system turns ignored."""
     messages = obj.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
@@ -678,7 +774,7 @@ def _content_text(content: Any) -> str:
 
 
 def _read_parquet(
-    source: str, data: bytes, spec: _Spec, problems: _Problems, caps: _Caps
+    source: str, data: bytes, spec: _Spec, problems: FileProblems, caps: _Caps
 ) -> _Parsed:
     """Records of a Parquet file; ``line`` is the 1-based row number."""
     import pyarrow as pa
@@ -799,16 +895,16 @@ def _looks_like(data: bytes) -> str:
 # ---------------------------------------------------------------- values -> Table
 
 
-def _build_table(source: str, parsed: _Parsed, spec: _Spec, problems: _Problems) -> Table:
+def _build_table(source: str, parsed: _Parsed, spec: _Spec, problems: FileProblems) -> Table:
     """Validate each record's text and labels into a Table (sha256 filled in by the caller)."""
     table = Table(source, [], [], [], "", parsed.format, spec.multi_label)
     where = " in row {}" if parsed.format == "parquet" else ""
     for rec in parsed.records:
         text, text_error = _text_of(rec.text)
         labels, label_error = _labels_of(rec.label, spec) if spec.need_label else ((), None)
-        text_error = text_error or _surrogate_error("text", text)
+        text_error = text_error or surrogate_error("text", text)
         for label in labels:
-            label_error = label_error or _surrogate_error("label", label)
+            label_error = label_error or surrogate_error("label", label)
         if text_error:
             message = text_error + where.format(rec.line)
             problems.add(message, _text_fix(text_error), rec.line, parsed.columns.text)
@@ -859,7 +955,7 @@ def _scalar(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _surrogate_error(what: str, value: str) -> str | None:
+def surrogate_error(what: str, value: str) -> str | None:
     """An error message if ``value`` holds a lone surrogate (valid in JSON, not UTF-8)."""
     if value.isascii():
         return None
@@ -876,7 +972,7 @@ def _surrogate_error(what: str, value: str) -> str | None:
 
 def _text_fix(error: str) -> str:
     if "surrogate" in error:
-        return _SURROGATE_FIX
+        return SURROGATE_FIX
     if error.startswith("empty"):
         return "write the text, or delete the record"
     return "give the text as a string"
@@ -884,7 +980,7 @@ def _text_fix(error: str) -> str:
 
 def _label_fix(error: str) -> str:
     if "surrogate" in error:
-        return _SURROGATE_FIX
+        return SURROGATE_FIX
     if error.startswith("empty"):
         return "label the record, or delete it"
     if "single-label" in error:
@@ -900,7 +996,7 @@ def _read_txt(path: str | Path) -> list[str]:
     source = str(path)
     _check_path(source)
     data = _read_bytes(source)
-    problems = _Problems(source, 50)
+    problems = FileProblems(source, 50)
     text = _decode(data, problems)
     problems.raise_if_any()
     texts = [line.strip() for line in (text or "").split("\n") if line.strip()]
