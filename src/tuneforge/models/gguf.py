@@ -92,8 +92,10 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+        # use_safetensors has no effect on a GGUF file (not a pickle either); passed so
+        # that no load in tuneforge can fall back to pickle weights.
         model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, trust_remote_code=False
+            folder, gguf_file=name, trust_remote_code=False, use_safetensors=True
         )
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(

@@ -573,6 +573,6 @@ register_generative_base(
         licence=GEMMA_TERMS,
         opt_in=True,
         find=_find_gemma,
-        seconds=90,
+        seconds=120,
     )
 )
