@@ -402,7 +402,14 @@ def _packaged_base(spec: GenerativeSpec, notify: Callable[[str], None]) -> Gener
     def build(scratch: Path) -> None:
         _convert_packaged(spec, found, target, scratch, notify)
 
-    build_once(target, build, marker=BASE_MARKER, notify=notify, what=spec.title)
+    try:
+        build_once(target, build, marker=BASE_MARKER, notify=notify, what=spec.title)
+    except OSError as exc:
+        raise InputError(
+            f"could not write the converted {spec.title} to {target.parent} "
+            f"({exc.strerror or exc}); free some disk space there, or set TUNEFORGE_CACHE_DIR "
+            "to a writable folder with about 1 GB free"
+        ) from exc
     check_safe_model_dir(target, f"cached base model {spec.name!r}")
     try:
         recorded = json.loads((target / BASE_MARKER).read_text(encoding="utf-8"))

@@ -172,6 +172,20 @@ def test_a_failed_conversion_leaves_no_cache_and_the_next_use_converts(
     assert len(smollm2) == 1
 
 
+def test_an_unwritable_cache_says_where_and_how_to_choose_another(
+    tmp_path: Path, smollm2: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("TUNEFORGE_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(InputError) as err:
+        resolve_generative_base("default-chat", notify=lambda _m: None)
+    message = str(err.value)
+    assert f"could not write the converted SmolLM2-135M-Instruct to {blocker}" in message
+    assert "set TUNEFORGE_CACHE_DIR to a writable folder" in message
+    assert smollm2 == []
+
+
 def test_a_gguf_other_than_the_pinned_one_is_refused(
     cache: Path, smollm2: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
