@@ -70,3 +70,23 @@ def test_default_chat_converts_once_then_loads_from_the_cache_and_chats(
         out = model.generate(**inputs, max_new_tokens=16, do_sample=False)
     reply = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in reply
+
+    # `tuneforge data check --model default-chat` counts a generation set's tokens with the
+    # converted base's chat template, from the cache (no second conversion)
+    from conftest import run_cli
+
+    e2e = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "e2e_nlg"
+    source = e2e / "train.jsonl" if e2e.is_dir() else Path("/work/shared/data/e2e_nlg/train.jsonl")
+    if not source.is_file():
+        pytest.skip("the e2e_nlg data set is not beside the checkout")
+    lines = source.read_text(encoding="utf-8").splitlines()[:40]
+    train = tmp_path / "e2e.jsonl"
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run_cli("data", "check", train, "--model", "default-chat", "--json")
+    assert result.code == 0, result
+    report = json.loads(result.stdout)
+    assert report["task"]["task"] == "generate"
+    tokens = report["tokens"]
+    assert tokens["counted_with"] == "chat template"
+    assert 40 < tokens["p50"] < 400, tokens  # a restaurant's slots and its sentence
+    assert "Converting" not in result.stderr

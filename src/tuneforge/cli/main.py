@@ -244,6 +244,20 @@ def data_check(
     out.print(render_data_report(report))
 
 
+def _chat_model_dir(model: str) -> Path:
+    """The directory whose tokenizer counts a generation set's tokens: a generative base by
+    name (``default-chat``: converted once on first use), else any model directory."""
+    from tuneforge.models.registry import (
+        known_generative_bases,
+        resolve_base_model,
+        resolve_generative_base,
+    )
+
+    if model in known_generative_bases():
+        return resolve_generative_base(model).path
+    return resolve_base_model(model).path
+
+
 def _check_chat_files(paths: dict[str, str | None], model: str | None, as_json: bool):
     """Read chat files (the problems of all of them at once) and choose the task; report a
     generation set and return None, or return the task choice of a classification set."""
@@ -251,7 +265,6 @@ def _check_chat_files(paths: dict[str, str | None], model: str | None, as_json: 
     from tuneforge.data.chat_sets import ChatSet, looks_like_chat_set, read_chat_set
     from tuneforge.data.task import choose_task
     from tuneforge.models.classifier import load_tokenizer
-    from tuneforge.models.registry import resolve_base_model
 
     def read(roles: list[str]) -> None:
         problems: list[Problem] = []
@@ -274,7 +287,7 @@ def _check_chat_files(paths: dict[str, str | None], model: str | None, as_json: 
     if choice.task == "classify":
         return choice
     read([r for r in given if r not in chat])  # a generation set's splits are chat files
-    tokenizer = None if model is None else load_tokenizer(resolve_base_model(model).path)
+    tokenizer = None if model is None else load_tokenizer(_chat_model_dir(model))
     report = build_chat_report(sets, choice, tokenizer)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
