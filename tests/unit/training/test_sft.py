@@ -17,6 +17,7 @@ from tests.sft_data import QA, conversations, load_tiny
 
 from tuneforge.data.chat_masking import IGNORE_INDEX, pad_batch
 from tuneforge.data.conversations import Conversation, Turn
+from tuneforge.errors import InputError
 from tuneforge.training.events import EventLog, MetricsEvent, parse_event, read_events
 from tuneforge.training.loop import TrainingDivergedError
 from tuneforge.training.sft import (
@@ -69,8 +70,9 @@ def test_changing_a_user_turn_changes_no_trained_token(tiny_llama: Path):
     assert tokenizer.decode(trained) == "Paris.<|im_end|>"
 
 
-def test_the_loss_is_cross_entropy_over_trained_tokens_only(tiny_llama: Path):
-    model, tokenizer = load_tiny(tiny_llama)
+@pytest.mark.parametrize("base", ["tiny_llama", "tiny_llama_markers"])
+def test_the_loss_is_cross_entropy_over_trained_tokens_only(base: str, request):
+    model, tokenizer = load_tiny(request.getfixturevalue(base))
     batch = pad_batch(encode_conversations(tokenizer, conversations(), 128), 2)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -250,3 +252,10 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="batch_size"):
         SftSettings(batch_size=0)
     assert dataclasses.replace(SftSettings(), epochs=2).epochs == 2
+
+
+def test_a_tokenizer_without_a_pad_token_is_refused(tiny_llama: Path):
+    model, tokenizer = load_tiny(tiny_llama)
+    tokenizer.pad_token = None
+    with pytest.raises(InputError, match="no pad token"):
+        train_sft(model, tokenizer, conversations(), None, _settings())
