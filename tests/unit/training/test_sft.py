@@ -167,8 +167,9 @@ def test_a_non_finite_loss_stops_at_the_first_step(tiny_llama: Path):
     assert torch.equal(model.model.layers[0].mlp.up_proj.weight, before)
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
 def test_early_stopping_fires_on_a_rising_valid_loss_and_keeps_the_best(
-    tiny_llama: Path, tmp_path: Path
+    tiny_llama: Path, tmp_path: Path, method: str
 ):
     """The validation replies contradict the training ones: memorising the training set
     makes the validation loss rise, so training stops and the best weights come back."""
@@ -178,7 +179,7 @@ def test_early_stopping_fires_on_a_rising_valid_loss_and_keeps_the_best(
     shuffled = answers[3:] + answers[:3]
     valid = conversations([(q, a) for (q, _), a in zip(QA, shuffled, strict=True)])
     events = EventLog(tmp_path / "events.jsonl")
-    settings = _settings(epochs=60, batch_size=4, eval_every=1, patience=3)
+    settings = _settings(method=method, epochs=60, batch_size=4, eval_every=1, patience=3)
     result = train_sft(model, tokenizer, train, valid, settings, events=events)
     events.close()
     assert result.stopped_early
