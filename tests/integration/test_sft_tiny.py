@@ -14,6 +14,7 @@ from tests.sft_data import conversations, greedy_reply, load_tiny
 from conftest import PRECISIONS
 from tuneforge.errors import InputError
 from tuneforge.training.sft import SftSettings, train_sft
+from tuneforge.training.sft_samples import sample_replies
 from tuneforge.training.sft_save import save_sft_model
 
 CPU = torch.device("cpu")
@@ -62,6 +63,12 @@ def test_full_fine_tuning_memorises_replies_and_when_to_stop(tiny_llama: Path, p
         reply = conversation.turns[-1].content
         # generation stops at the end-of-turn token: nothing follows it
         assert greedy_reply(result.model, tokenizer, conversation) == reply + "<|im_end|>"
+    # what the evaluation events show: the same replies, special tokens removed
+    samples = sample_replies(
+        result.model, tokenizer, convs[:3], max_new_tokens=30, autocast_dtype=result.autocast_dtype
+    )
+    assert [s["completion"] for s in samples] == [s["reference"] for s in samples]
+    assert [s["line"] for s in samples] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

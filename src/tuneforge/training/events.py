@@ -1,10 +1,10 @@
 """Training events as JSON lines: every step's metrics, evaluations, the summary.
 
 The file is the contract with the API and dashboard: one JSON object per line with a
-``type`` (``plan``, ``warning``, ``start``, ``step``, ``metrics``, ``eval``, ``checkpoint``,
-``resume``, ``early_stop``, ``summary``) and ``time`` (Unix seconds). Each type is a dataclass here
-(``EVENT_TYPES``); ``EventLog.emit`` checks every event against its dataclass, ``parse_event``
-reads one back.
+``type`` (``plan``, ``warning``, ``start``, ``step``, ``metrics``, ``eval``, ``samples``,
+``checkpoint``, ``resume``, ``early_stop``, ``summary``) and ``time`` (Unix seconds). Each
+type is a dataclass here (``EVENT_TYPES``); ``EventLog.emit`` checks every event against its
+dataclass, ``parse_event`` reads one back.
 """
 
 from __future__ import annotations
@@ -166,6 +166,22 @@ class EvalEvent(Event):
     score: float | None
     improved: bool
     metrics: dict[str, Any]
+
+
+@event_type("samples")
+@dataclass(frozen=True, kw_only=True)
+class SamplesEvent(Event):
+    """Greedy replies of the model being fine-tuned to a few fixed validation prompts, at
+    an evaluation.
+
+    Attributes:
+        samples: One object per prompt: ``line`` (of the validation file), ``prompt`` (the
+            messages before the reply), ``reference`` (the reply in the file) and
+            ``completion`` (the model's reply).
+    """
+
+    step: int
+    samples: list[dict[str, Any]]
 
 
 @event_type("checkpoint")

@@ -47,6 +47,7 @@ from tuneforge.training.length_batches import (
 from tuneforge.training.loop import diverged_error
 from tuneforge.training.optim import build_optimizer, cosine_schedule
 from tuneforge.training.seed import seed_everything
+from tuneforge.training.sft_samples import sample_replies
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -87,6 +88,10 @@ class SftSettings:
             ``fp32``.
         device: Where to train (None: CUDA when available, else CPU).
         eval_batch_size: Conversations per validation batch (None: ``batch_size``).
+        sample_prompts: At each evaluation, the model answers the prompts of this many
+            validation conversations (the first ones) greedily; the replies go into a
+            ``samples`` event (0: none).
+        sample_max_new_tokens: Most tokens per such reply.
     """
 
     method: str = "lora"
@@ -109,6 +114,8 @@ class SftSettings:
     precision: str = "auto"
     device: torch.device | None = None
     eval_batch_size: int | None = None
+    sample_prompts: int = 3
+    sample_max_new_tokens: int = 64
 
     def __post_init__(self) -> None:
         if self.method not in SFT_METHODS:
@@ -126,8 +133,12 @@ class SftSettings:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.max_grad_norm < 0 or self.weight_decay < 0 or self.patience < 0:
-            raise ValueError("max_grad_norm, weight_decay and patience must not be negative")
+        if min(self.max_grad_norm, self.weight_decay, self.patience, self.sample_prompts) < 0:
+            raise ValueError(
+                "max_grad_norm, weight_decay, patience and sample_prompts must not be negative"
+            )
+        if self.sample_max_new_tokens < 1:
+            raise ValueError("sample_max_new_tokens must be at least 1")
         for name in ("eval_every", "max_steps", "eval_batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -151,7 +162,8 @@ class SftResult:
         train_history: Per step: ``step``, ``epoch``, ``train_loss``,
             ``train_mean_token_accuracy``, ``lr``, ``grad_norm``, ``trained_tokens``.
         valid_history: Per evaluation: ``step``, ``epoch``, ``valid_loss``,
-            ``valid_mean_token_accuracy``, ``perplexity``, ``valid_tokens``.
+            ``valid_mean_token_accuracy``, ``perplexity``, ``valid_tokens``, and ``samples``
+            (the greedy replies to the fixed validation prompts, ``sample_replies``).
         train_seconds: Time spent in training steps (evaluation excluded).
         processed_tokens: Non-padding tokens run through the model in training.
         trained_tokens: Tokens that carried loss in training.
@@ -312,8 +324,8 @@ def train_sft(
         train: Training conversations (each with a trained assistant turn).
         valid: Validation conversations, or None (no validation, no early stopping).
         settings: The run's settings.
-        events: Where ``start``, ``metrics``, ``eval``, ``early_stop``, ``warning`` and
-            ``summary`` events go (None: nowhere).
+        events: Where ``start``, ``metrics``, ``eval``, ``samples``, ``early_stop``,
+            ``warning`` and ``summary`` events go (None: nowhere).
 
     Returns:
         The trained model (best weights) and what the run did.
@@ -342,6 +354,7 @@ def train_sft(
     valid_encoded = [
         e for e in encode_conversations(tokenizer, valid or [], s.max_length) if e.trained_tokens
     ]
+    sample_conversations = [c for c in valid or [] if c.has_trained_turn][: s.sample_prompts]
 
     def emit(kind: str, **fields: Any) -> None:
         if events is not None:
@@ -418,7 +431,16 @@ def train_sft(
             bad_evals = 0
         else:
             bad_evals += 1
-        result.valid_history.append({"step": step, "epoch": round(epoch, 4), **metrics})
+        samples = sample_replies(
+            model,
+            tokenizer,
+            sample_conversations,
+            max_new_tokens=s.sample_max_new_tokens,
+            autocast_dtype=autocast_dtype,
+        )
+        result.valid_history.append(
+            {"step": step, "epoch": round(epoch, 4), **metrics, "samples": samples}
+        )
         emit(
             "eval",
             split="validation",
@@ -428,6 +450,8 @@ def train_sft(
             improved=improved,
             metrics=metrics,
         )
+        if samples:
+            emit("samples", step=step, samples=samples)
         return s.patience > 0 and bad_evals >= s.patience
 
     model.train()

@@ -18,7 +18,13 @@ from tests.sft_data import QA, conversations, load_tiny
 from tuneforge.data.chat_masking import IGNORE_INDEX, pad_batch
 from tuneforge.data.conversations import Conversation, Turn
 from tuneforge.errors import InputError
-from tuneforge.training.events import EventLog, MetricsEvent, parse_event, read_events
+from tuneforge.training.events import (
+    EventLog,
+    MetricsEvent,
+    SamplesEvent,
+    parse_event,
+    read_events,
+)
 from tuneforge.training.loop import TrainingDivergedError
 from tuneforge.training.sft import (
     SftSettings,
@@ -179,7 +185,9 @@ def test_early_stopping_fires_on_a_rising_valid_loss_and_keeps_the_best(
     shuffled = answers[3:] + answers[:3]
     valid = conversations([(q, a) for (q, _), a in zip(QA, shuffled, strict=True)])
     events = EventLog(tmp_path / "events.jsonl")
-    settings = _settings(method=method, epochs=60, batch_size=4, eval_every=1, patience=3)
+    settings = _settings(
+        method=method, epochs=60, batch_size=4, eval_every=1, patience=3, sample_max_new_tokens=8
+    )
     result = train_sft(model, tokenizer, train, valid, settings, events=events)
     events.close()
     assert result.stopped_early
@@ -196,6 +204,15 @@ def test_early_stopping_fires_on_a_rising_valid_loss_and_keeps_the_best(
     assert again["valid_loss"] == pytest.approx(min(losses), rel=1e-5)
     lines = read_events(tmp_path / "events.jsonl")
     assert [e["step"] for e in lines if e["type"] == "early_stop"] == [result.steps]
+    # each evaluation shows greedy replies to the first three validation prompts
+    samples = [e for e in lines if e["type"] == "samples"]
+    assert [e["step"] for e in samples] == [row["step"] for row in result.valid_history]
+    first = samples[0]["samples"]
+    assert [x["line"] for x in first] == [1, 2, 3]
+    assert first[1]["prompt"] == [{"role": "user", "content": QA[1][0]}]
+    assert first[1]["reference"] == shuffled[1]
+    assert all(isinstance(x["completion"], str) and "<|im_" not in x["completion"] for x in first)
+    assert isinstance(parse_event(samples[0]), SamplesEvent)
     evals = [e for e in lines if e["type"] == "eval"]
     assert set(evals[0]["metrics"]) == {
         "valid_loss",
@@ -252,6 +269,8 @@ def test_settings_are_checked():
         SftSettings(precision="fp16")
     with pytest.raises(ValueError, match="batch_size"):
         SftSettings(batch_size=0)
+    with pytest.raises(ValueError, match="sample_prompts"):
+        SftSettings(sample_prompts=-1)
     assert dataclasses.replace(SftSettings(), epochs=2).epochs == 2
 
 
