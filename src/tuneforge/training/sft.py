@@ -5,7 +5,9 @@ The loop reads top to bottom: encode and mask every conversation once
 for each epoch take length-grouped, dynamically padded batches (``training.length_batches``),
 step AdamW under a linear-warmup + cosine schedule, evaluate on the validation
 conversations, keep the best weights in memory, stop early when the validation loss stops
-falling, and put the best weights back at the end.
+falling, and put the best weights back at the end. Given a checkpoint directory, the loop
+writes resumable checkpoints (``training.checkpoint``: trainable weights, optimizer,
+scheduler, RNG, loop position and history) and can resume from one exactly.
 
 The loss is the mean cross-entropy over trained tokens only: the assistant replies with
 their end-of-turn token, as the labels from ``encode_conversation`` mark them; system and
@@ -23,6 +25,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,6 +39,7 @@ from tuneforge.errors import InputError
 from tuneforge.methods.full import prepare_full
 from tuneforge.methods.peft_methods import ALL_LINEAR, prepare_causal_lora
 from tuneforge.models.forward import autocast_context
+from tuneforge.training import checkpoint as ckpt
 from tuneforge.training.checkpoint import load_trainable_state, trainable_state
 from tuneforge.training.device import pick_device, resolve_precision
 from tuneforge.training.events import EventLog
@@ -46,7 +50,7 @@ from tuneforge.training.length_batches import (
 )
 from tuneforge.training.loop import diverged_error
 from tuneforge.training.optim import build_optimizer, cosine_schedule
-from tuneforge.training.seed import seed_everything
+from tuneforge.training.seed import rng_state, seed_everything, set_rng_state
 from tuneforge.training.sft_samples import sample_replies
 
 if TYPE_CHECKING:
@@ -92,6 +96,8 @@ class SftSettings:
             validation conversations (the first ones) greedily; the replies go into a
             ``samples`` event (0: none).
         sample_max_new_tokens: Most tokens per such reply.
+        checkpoint_every: With a checkpoint directory, write a resumable checkpoint every
+            this many steps (None: after each evaluation and at each epoch's end).
     """
 
     method: str = "lora"
@@ -116,6 +122,7 @@ class SftSettings:
     eval_batch_size: int | None = None
     sample_prompts: int = 3
     sample_max_new_tokens: int = 64
+    checkpoint_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in SFT_METHODS:
@@ -139,7 +146,7 @@ class SftSettings:
             )
         if self.sample_max_new_tokens < 1:
             raise ValueError("sample_max_new_tokens must be at least 1")
-        for name in ("eval_every", "max_steps", "eval_batch_size"):
+        for name in ("eval_every", "max_steps", "eval_batch_size", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None), got {value}")
@@ -314,6 +321,8 @@ def train_sft(
     settings: SftSettings,
     *,
     events: EventLog | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> SftResult:
     """Fine-tune a causal LM on chat conversations; the loss covers assistant replies only.
 
@@ -325,7 +334,12 @@ def train_sft(
         valid: Validation conversations, or None (no validation, no early stopping).
         settings: The run's settings.
         events: Where ``start``, ``metrics``, ``eval``, ``samples``, ``early_stop``,
-            ``warning`` and ``summary`` events go (None: nowhere).
+            ``warning``, ``checkpoint``, ``resume`` and ``summary`` events go (None:
+            nowhere).
+        checkpoint_dir: Where resumable checkpoints and the best weights so far are written
+            (None: nowhere; the best weights are kept in memory either way).
+        resume: Continue from the newest complete checkpoint in ``checkpoint_dir`` (the run
+            then ends exactly as it would have without the interruption).
 
     Returns:
         The trained model (best weights) and what the run did.
@@ -360,19 +374,6 @@ def train_sft(
         if events is not None:
             events.emit(kind, **fields)
 
-    if truncated:
-        emit(
-            "warning",
-            code="truncated",
-            message=(
-                f"{truncated} training conversation(s) are longer than max_length "
-                f"{s.max_length} tokens and were cut on the right; {dropped} of them lost "
-                "every assistant token and were left out"
-            ),
-            split="train",
-            count=truncated,
-        )
-
     seed_everything(s.seed)  # before the adapters are initialised
     model = prepare_sft_model(model, s).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -387,6 +388,48 @@ def train_sft(
     scheduler = cosine_schedule(
         optimizer, warmup_steps=round(s.warmup_ratio * total_steps), total_steps=total_steps
     )
+
+    # Everything a resumed run needs to continue exactly where a checkpoint left off.
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "group": 0,
+        "step": 0,
+        "best_loss": math.inf,
+        "best_step": -1,
+        "best_metrics": {},
+        "bad_evals": 0,
+        "last_eval": -1,
+        "stopped_early": False,
+        "train_history": [],
+        "valid_history": [],
+        "train_seconds": 0.0,
+        "processed_tokens": 0,
+        "trained_tokens": 0,
+    }
+    best_state: dict[str, torch.Tensor] | None = None
+    latest = ckpt.latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
+    if latest is not None and checkpoint_dir is not None:
+        state, rng = ckpt.load_checkpoint(latest, model, optimizer)
+        scheduler.load_state_dict(state.pop("scheduler"))
+        n_events = state.pop("n_events")
+        if events is not None and n_events is not None:
+            events.truncate(n_events)
+        set_rng_state(rng)
+        best = ckpt.load_best(checkpoint_dir)
+        best_state = best[0] if best is not None else None
+        emit("resume", step=state["step"], epoch=state["epoch"], checkpoint=latest.name)
+    elif truncated:
+        emit(
+            "warning",
+            code="truncated",
+            message=(
+                f"{truncated} training conversation(s) are longer than max_length "
+                f"{s.max_length} tokens and were cut on the right; {dropped} of them lost "
+                "every assistant token and were left out"
+            ),
+            split="train",
+            count=truncated,
+        )
     emit(
         "start",
         total_steps=total_steps,
@@ -395,27 +438,30 @@ def train_sft(
         batch_size=s.batch_size,
         learning_rate=s.learning_rate,
         train_examples=len(kept),
+        resumed_from=state["step"] if latest is not None else None,
     )
-
-    result = SftResult(
-        model=model,
-        steps=0,
-        epochs=0.0,
-        best_step=-1,
-        best_metrics={},
-        stopped_early=False,
-        truncated=truncated,
-        dropped=dropped,
-        autocast_dtype=autocast_dtype,
-    )
-    best_state: dict[str, torch.Tensor] | None = None
-    best_loss = math.inf
-    bad_evals = 0
     eval_batch_size = s.eval_batch_size or s.batch_size
+
+    def save_checkpoint() -> None:
+        if checkpoint_dir is None:
+            return
+        extra = {
+            "scheduler": scheduler.state_dict(),
+            "n_events": events.count() + 1 if events is not None else None,
+        }
+        path = ckpt.save_checkpoint(
+            checkpoint_dir,
+            step=state["step"],
+            model=model,
+            optimizer=optimizer,
+            rng=rng_state(),
+            state={**state, **extra},
+        )
+        emit("checkpoint", step=state["step"], path=path.name)
 
     def run_eval(step: int, epoch: float) -> bool:
         """Evaluate, keep the best weights; True means stop early."""
-        nonlocal best_state, best_loss, bad_evals
+        nonlocal best_state
         metrics = evaluate_sft(
             model,
             valid_encoded,
@@ -423,14 +469,17 @@ def train_sft(
             batch_size=eval_batch_size,
             autocast_dtype=autocast_dtype,
         )
-        improved = metrics["valid_loss"] < best_loss
+        improved = metrics["valid_loss"] < state["best_loss"]
         if improved:
-            best_loss = metrics["valid_loss"]
             best_state = trainable_state(model)
-            result.best_step, result.best_metrics = step, metrics
-            bad_evals = 0
+            state.update(
+                best_loss=metrics["valid_loss"], best_step=step, best_metrics=metrics, bad_evals=0
+            )
+            if checkpoint_dir is not None:
+                ckpt.save_best(checkpoint_dir, model, {"step": step, "metrics": metrics})
         else:
-            bad_evals += 1
+            state["bad_evals"] += 1
+        state["last_eval"] = step
         samples = sample_replies(
             model,
             tokenizer,
@@ -438,7 +487,7 @@ def train_sft(
             max_new_tokens=s.sample_max_new_tokens,
             autocast_dtype=autocast_dtype,
         )
-        result.valid_history.append(
+        state["valid_history"].append(
             {"step": step, "epoch": round(epoch, 4), **metrics, "samples": samples}
         )
         emit(
@@ -452,21 +501,23 @@ def train_sft(
         )
         if samples:
             emit("samples", step=step, samples=samples)
-        return s.patience > 0 and bad_evals >= s.patience
+        return s.patience > 0 and state["bad_evals"] >= s.patience
 
     model.train()
-    step = 0
-    last_eval = -1
-    for epoch in range(s.epochs):
+    start_epoch, start_group = state["epoch"], state["group"]
+    for epoch in range(start_epoch, s.epochs):
+        if state["stopped_early"] or state["step"] >= total_steps:
+            break
         batches = training_batches(kept, s.batch_size, seed=s.seed, epoch=epoch)
         groups = [
             batches[i : i + s.gradient_accumulation]
             for i in range(0, len(batches), s.gradient_accumulation)
         ]
-        for g, group in enumerate(groups):
+        for g in range(start_group if epoch == start_epoch else 0, len(groups)):
             tick = time.perf_counter()
             padded = [
-                {k: v.to(device) for k, v in b.items()} for b in padded_batches(kept, group, pad_id)
+                {k: v.to(device) for k, v in b.items()}
+                for b in padded_batches(kept, groups[g], pad_id)
             ]
             step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in padded)
             loss_sum, correct = 0.0, 0
@@ -475,7 +526,7 @@ def train_sft(
                 stats = token_stats(model, batch, autocast_dtype=autocast_dtype)
                 value = float(stats.loss_sum.detach())
                 if not math.isfinite(value):  # stop before the bad gradients are applied
-                    raise _diverged(value, step + 1, epoch_now, s)
+                    raise _diverged(value, state["step"] + 1, epoch_now, s)
                 (stats.loss_sum / max(1, step_tokens)).backward()
                 loss_sum += value
                 correct += stats.correct
@@ -483,18 +534,23 @@ def train_sft(
             if s.max_grad_norm > 0:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, s.max_grad_norm))
                 if not math.isfinite(grad_norm):
-                    raise _diverged(grad_norm, step + 1, epoch_now, s, "gradient norm")
+                    raise _diverged(grad_norm, state["step"] + 1, epoch_now, s, "gradient norm")
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             seconds = time.perf_counter() - tick
-            step += 1
             processed = sum(int(b["attention_mask"].sum()) for b in padded)
-            result.train_seconds += seconds
-            result.processed_tokens += processed
-            result.trained_tokens += step_tokens
-            result.steps, result.epochs = step, epoch_now
+            step = state["step"] + 1
+            last_of_epoch = g == len(groups) - 1
+            state.update(
+                step=step,
+                epoch=epoch + 1 if last_of_epoch else epoch,
+                group=0 if last_of_epoch else g + 1,
+                train_seconds=state["train_seconds"] + seconds,
+                processed_tokens=state["processed_tokens"] + processed,
+                trained_tokens=state["trained_tokens"] + step_tokens,
+            )
             row = {
                 "step": step,
                 "epoch": round(epoch_now, 4),
@@ -504,7 +560,7 @@ def train_sft(
                 "grad_norm": grad_norm,
                 "trained_tokens": step_tokens,
             }
-            result.train_history.append(row)
+            state["train_history"].append(row)
             emit(
                 "metrics",
                 **row,
@@ -512,35 +568,50 @@ def train_sft(
                 total_steps=total_steps,
             )
             last_of_run = step >= total_steps
-            due = (
-                (s.eval_every is not None and step % s.eval_every == 0)
-                or g == len(groups) - 1
-                or last_of_run
-            )
-            if valid_encoded and due:
-                last_eval = step
-                if run_eval(step, epoch_now):
-                    result.stopped_early = True
-                    emit("early_stop", step=step, best_step=result.best_step)
-                    break
-            if last_of_run:
+            due = (s.eval_every is not None and step % s.eval_every == 0) or last_of_epoch
+            evaluated = bool(valid_encoded) and (due or last_of_run)
+            if evaluated and run_eval(step, epoch_now):
+                state["stopped_early"] = True
+                emit("early_stop", step=step, best_step=state["best_step"])
+            if (s.checkpoint_every and step % s.checkpoint_every == 0) or (
+                not s.checkpoint_every and (evaluated or last_of_epoch)
+            ):
+                save_checkpoint()
+            if state["stopped_early"] or last_of_run:
                 break
-        if result.stopped_early or step >= total_steps:
-            break
-    if valid_encoded and last_eval != step:
-        run_eval(step, result.epochs)
+    step = state["step"]
+    epochs_trained = round(state["train_history"][-1]["epoch"], 4) if step else 0.0
+    if valid_encoded and state["last_eval"] != step:
+        run_eval(step, epochs_trained)
 
     if best_state is not None:
         load_trainable_state(model, best_state)  # the weights of the lowest validation loss
+        best_step = state["best_step"]
     else:
-        result.best_step = step
+        best_step = step
     model.eval()
+    result = SftResult(
+        model=model,
+        steps=step,
+        epochs=epochs_trained,
+        best_step=best_step,
+        best_metrics=state["best_metrics"],
+        stopped_early=state["stopped_early"],
+        train_history=state["train_history"],
+        valid_history=state["valid_history"],
+        train_seconds=state["train_seconds"],
+        processed_tokens=state["processed_tokens"],
+        trained_tokens=state["trained_tokens"],
+        truncated=truncated,
+        dropped=dropped,
+        autocast_dtype=autocast_dtype,
+    )
     emit(
         "summary",
         best_step=result.best_step,
         steps=step,
         epochs_planned=s.epochs,
-        epochs_trained=round(result.epochs, 4),
+        epochs_trained=result.epochs,
         steps_planned=total_steps,
         stopped_early=result.stopped_early,
         train_seconds=round(result.train_seconds, 3),
