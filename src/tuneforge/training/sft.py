@@ -63,6 +63,18 @@ SFT_METHODS = ("lora", "full")
 # conversation, and the output layer of a 49k-token vocabulary is a large share of a small
 # model's compute). Other models compute every position's logits.
 _PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+_SOFTCAPPED_HEAD_MODEL_TYPES = frozenset({"gemma3_text"})
+"""Model types that may soft-cap their logits: plain when ``final_logit_softcapping`` is
+None (gemma-3-270m's default)."""
+
+
+def head_on_trained_only_is_exact(config: Any) -> bool:
+    """Whether a causal LM's logits are its output layer applied to its decoder's last
+    hidden states, so the output layer can run on chosen positions only."""
+    model_type = getattr(config, "model_type", "")
+    if model_type in _SOFTCAPPED_HEAD_MODEL_TYPES:
+        return getattr(config, "final_logit_softcapping", None) is None
+    return model_type in _PLAIN_HEAD_MODEL_TYPES
 
 
 @dataclass(frozen=True)
@@ -253,9 +265,7 @@ def token_stats(
     device = batch["input_ids"].device
     causal_lm = _causal_lm(model)
     if head_on_trained_only is None:
-        head_on_trained_only = getattr(causal_lm.config, "model_type", "") in (
-            _PLAIN_HEAD_MODEL_TYPES
-        )
+        head_on_trained_only = head_on_trained_only_is_exact(causal_lm.config)
     with autocast_context(device, autocast_dtype):
         if head_on_trained_only:
             hidden = causal_lm.get_decoder()(

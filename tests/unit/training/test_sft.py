@@ -30,6 +30,7 @@ from tuneforge.training.sft import (
     SftSettings,
     encode_conversations,
     evaluate_sft,
+    head_on_trained_only_is_exact,
     token_stats,
     train_sft,
 )
@@ -279,3 +280,36 @@ def test_a_tokenizer_without_a_pad_token_is_refused(tiny_llama: Path):
     tokenizer.pad_token = None
     with pytest.raises(InputError, match="no pad token"):
         train_sft(model, tokenizer, conversations(), None, _settings())
+
+
+@pytest.mark.parametrize("softcapping", [None, 30.0])
+def test_the_output_layer_on_trained_positions_only_gives_the_same_loss_on_gemma3(
+    softcapping: float | None,
+):
+    """gemma-3-270m is an opt-in base: its loss must not depend on the shortcut, and the
+    shortcut is refused where the model soft-caps its logits."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        final_logit_softcapping=softcapping,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config).eval()
+    assert head_on_trained_only_is_exact(config) == (softcapping is None)
+    ids = torch.randint(1, 64, (2, 12))
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, 7:] = ids[:, 7:]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    with torch.no_grad():
+        full = token_stats(model, batch, head_on_trained_only=False)
+        auto = token_stats(model, batch)
+    assert float(auto.loss_sum) == pytest.approx(float(full.loss_sum), rel=1e-5)
+    assert auto.tokens == full.tokens == 10
