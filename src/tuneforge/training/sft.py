@@ -214,7 +214,7 @@ class SftResult:
 
 @dataclass(frozen=True)
 class TokenStats:
-    """Summed loss and correct predictions over the trained tokens of some batches."""
+    """Summed loss and correct predictions over the trained tokens of one batch."""
 
     loss_sum: torch.Tensor
     correct: int
