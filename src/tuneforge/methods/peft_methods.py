@@ -1,10 +1,13 @@
-"""peft adapter methods: ``lora`` and ``ia3``.
+"""peft adapter methods: ``lora`` and ``ia3`` for classifiers, LoRA for causal LMs.
 
-Both wrap the classifier in a ``PeftModel`` with task type SEQ_CLS, so the new head is
-trained and saved beside the adapter (peft's ``modules_to_save``).
+The classifier methods wrap the classifier in a ``PeftModel`` with task type SEQ_CLS, so the
+new head is trained and saved beside the adapter (peft's ``modules_to_save``). Generative
+fine-tuning wraps a causal LM with task type CAUSAL_LM (``prepare_causal_lora``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -46,6 +49,54 @@ def prepare_lora(model: nn.Module, config: MethodConfig) -> nn.Module:
         lora_dropout=config.lora_dropout,
         target_modules=targets,
         modules_to_save=_modules_to_save(model),
+    )
+    return get_peft_model(model, peft_config)
+
+
+ALL_LINEAR = "all-linear"
+"""peft's name for every linear layer of a model except its output layer."""
+
+
+def prepare_causal_lora(
+    model: nn.Module,
+    *,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.05,
+    target_modules: Sequence[str] | str = ALL_LINEAR,
+) -> nn.Module:
+    """Wrap a causal language model in LoRA adapters (peft task type CAUSAL_LM).
+
+    Only the adapter matrices learn; the base weights, the embeddings and the output layer
+    stay frozen (``all-linear`` leaves the output layer out).
+
+    Args:
+        model: A ``transformers`` causal LM.
+        r: LoRA rank.
+        alpha: LoRA scaling numerator (the update is scaled by ``alpha / r``).
+        dropout: Dropout on the LoRA path.
+        target_modules: ``all-linear`` (every linear layer: attention and MLP projections),
+            or module names (checked against the model first).
+
+    Raises:
+        SettingError: A target module name matches no module of the model.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model  # heavy import: only when used
+
+    targets: list[str] | str
+    if isinstance(target_modules, str):
+        targets = target_modules
+        if targets != ALL_LINEAR:
+            check_target_modules(module_names(model), [targets])
+    else:
+        targets = list(target_modules)
+        check_target_modules(module_names(model), targets)
+    peft_config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
     )
     return get_peft_model(model, peft_config)
 

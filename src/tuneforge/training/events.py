@@ -1,10 +1,10 @@
 """Training events as JSON lines: every step's metrics, evaluations, the summary.
 
 The file is the contract with the API and dashboard: one JSON object per line with a
-``type`` (``plan``, ``warning``, ``start``, ``step``, ``eval``, ``checkpoint``, ``resume``,
-``early_stop``, ``summary``) and ``time`` (Unix seconds). Each type is a dataclass here
-(``EVENT_TYPES``); ``EventLog.emit`` checks every event against its dataclass, ``parse_event``
-reads one back.
+``type`` (``plan``, ``warning``, ``start``, ``step``, ``metrics``, ``eval``, ``samples``,
+``checkpoint``, ``resume``, ``early_stop``, ``summary``) and ``time`` (Unix seconds). Each
+type is a dataclass here (``EVENT_TYPES``); ``EventLog.emit`` checks every event against its
+dataclass, ``parse_event`` reads one back.
 """
 
 from __future__ import annotations
@@ -132,6 +132,29 @@ class StepEvent(Event):
     total_steps: int
 
 
+@event_type("metrics")
+@dataclass(frozen=True, kw_only=True)
+class MetricsEvent(Event):
+    """One optimizer step of generative fine-tuning, with the metrics OpenAI reports for it.
+
+    Attributes:
+        train_loss: Mean cross-entropy over the step's trained (assistant) tokens.
+        train_mean_token_accuracy: Share of those tokens the model predicted (argmax).
+        trained_tokens: Tokens that carried loss in this step.
+        tokens_per_s: Tokens processed per second in this step (padding excluded).
+    """
+
+    step: int
+    epoch: float
+    train_loss: float | None
+    train_mean_token_accuracy: float
+    lr: float
+    grad_norm: float | None
+    trained_tokens: int
+    tokens_per_s: float
+    total_steps: int
+
+
 @event_type("eval")
 @dataclass(frozen=True, kw_only=True)
 class EvalEvent(Event):
@@ -143,6 +166,22 @@ class EvalEvent(Event):
     score: float | None
     improved: bool
     metrics: dict[str, Any]
+
+
+@event_type("samples")
+@dataclass(frozen=True, kw_only=True)
+class SamplesEvent(Event):
+    """Greedy replies of the model being fine-tuned to a few fixed validation prompts, at
+    an evaluation.
+
+    Attributes:
+        samples: One object per prompt: ``line`` (of the validation file), ``prompt`` (the
+            messages before the reply), ``reference`` (the reply in the file) and
+            ``completion`` (the model's reply).
+    """
+
+    step: int
+    samples: list[dict[str, Any]]
 
 
 @event_type("checkpoint")

@@ -40,14 +40,35 @@ class TrainingDivergedError(InputError):
     job_error_code = "training_diverged"
 
 
+def diverged_error(
+    value: float,
+    step: int,
+    epoch: float,
+    *,
+    learning_rate: float,
+    max_grad_norm: float,
+    what: str = "loss",
+) -> TrainingDivergedError:
+    """The error for a non-finite ``what`` (loss or gradient norm) at ``step``: what happened
+    and what to change (shared by the classifier and the generative loops)."""
+    clip = "" if max_grad_norm > 0 else ", or clip gradients (max_grad_norm 1.0)"
+    return TrainingDivergedError(
+        f"training diverged: the {what} is {value} at step {step} (epoch {epoch:.2f}, learning "
+        f"rate {learning_rate:.3g}); nothing was saved. Lower the learning rate "
+        f"(learning_rate or learning_rate_multiplier){clip}"
+    )
+
+
 def _diverged(
     value: float, step: int, epoch: float, settings: LoopSettings, what: str = "loss"
 ) -> TrainingDivergedError:
-    clip = "" if settings.max_grad_norm > 0 else ", or clip gradients (max_grad_norm 1.0)"
-    return TrainingDivergedError(
-        f"training diverged: the {what} is {value} at step {step} (epoch {epoch:.2f}, learning "
-        f"rate {settings.learning_rate:.3g}); nothing was saved. Lower the learning rate "
-        f"(learning_rate or learning_rate_multiplier){clip}"
+    return diverged_error(
+        value,
+        step,
+        epoch,
+        learning_rate=settings.learning_rate,
+        max_grad_norm=settings.max_grad_norm,
+        what=what,
     )
 
 

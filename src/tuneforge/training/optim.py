@@ -1,6 +1,8 @@
-"""AdamW with decoupled weight decay and a linear warmup/decay schedule."""
+"""AdamW with decoupled weight decay; linear or cosine decay after a linear warmup."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -51,5 +53,20 @@ def linear_schedule(
             return (step + 1) / max(1, warmup_steps)
         remaining = total_steps - step
         return max(0.0, remaining / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0 to the peak, then cosine decay to 0 at ``total_steps`` (the
+    schedule TRL and most generative fine-tuning recipes use)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
