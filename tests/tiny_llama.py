@@ -132,7 +132,14 @@ def build_tiny_llama(directory: Path, markers: bool = False, seed: int = 0) -> P
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(directory, safe_serialization=True)
+    model = LlamaForCausalLM(config)
+    # Llama zeroes the padding row of its embeddings; pad == eos here (as in SmolLM2, whose
+    # pretrained row is not zero) and the output layer is tied, so a zero row would leave
+    # the end-of-turn token unlearnable for LoRA: give it random values like the others.
+    with torch.no_grad():
+        embeddings = model.get_input_embeddings().weight
+        embeddings[tokenizer.pad_token_id].normal_(0.0, config.initializer_range)
+    model.save_pretrained(directory, safe_serialization=True)
     saved = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert "chat_template" in saved, "the chat template must sit in tokenizer_config.json"
     return directory
