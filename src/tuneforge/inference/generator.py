@@ -430,7 +430,7 @@ class Generator:
         """
         settings = check_sampling(max_tokens, temperature, top_p, stop, seed)
         prompt = self._prompt_ids(validate_messages(messages))
-        budget = self._budget(len(prompt), settings.max_tokens)
+        budget = self.check_room(len(prompt), settings.max_tokens)
         return self._stream([prompt], settings, budget)
 
     def chat_batch(
@@ -459,7 +459,7 @@ class Generator:
                 prompts.append(self._prompt_ids(validate_messages(messages)))
             except InputError as exc:
                 raise InputError(f"conversation {index + 1}: {exc}") from None
-        budget = self._budget(max(len(p) for p in prompts), settings.max_tokens)
+        budget = self.check_room(max(len(p) for p in prompts), settings.max_tokens)
         replies = self._decode_rows(prompts, settings, budget)
         return [
             Completion(r.text, r.finish or "length", len(p), len(r.tokens))
@@ -479,7 +479,13 @@ class Generator:
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
 
-    def _budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
+    def check_room(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        """Tokens a reply may have after a prompt of ``prompt_tokens``: ``max_tokens``, or
+        256 (fewer where the context ends) when it is None.
+
+        Raises:
+            InputError: The prompt fills the context, or prompt plus ``max_tokens`` exceed it.
+        """
         room = self.context - prompt_tokens
         if room < 1:
             raise InputError(
