@@ -164,15 +164,36 @@ def test_chat_reads_stdin_answers_each_line_and_keeps_the_conversation(
     assert "(conversation reset)" in proc.stderr
 
 
-def test_chat_ends_at_end_of_input(lively: Path) -> None:
+def test_chat_ends_at_end_of_input_and_its_threads_sleep_when_idle(lively: Path) -> None:
+    """A chat session lasts: its idle OpenMP threads sleep (a spinning thread that waits for
+    a core another process holds stalls decoding), and it says how many threads it uses."""
     import os
     import subprocess
     import sys
 
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("OMP_WAIT_POLICY", None)
+    env.pop("GOMP_SPINCOUNT", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "tuneforge", "chat", str(lively), "--threads", "1"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [sys.executable, "-m", "tuneforge", "chat", str(lively)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
+    assert "idle threads sleep, so the load is not counted" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("generate", ["--input", "--output", "--max-tokens", "--temperature", "--top-p",
+                      "--seed", "--stop", "--batch-size", "--precision", "--threads"]),
+        ("chat", ["--system", "--max-tokens", "--temperature", "--seed", "--threads"]),
+    ],
+)  # fmt: skip
+def test_help_lists_the_options(command: str, options: list[str]) -> None:
+    result = run_cli(command, "--help")
+    assert result.code == 0, result
+    for option in options:
+        assert option in result.stdout, f"{option} missing from `tuneforge {command} --help`"
+    assert command in run_cli("--help").stdout

@@ -55,13 +55,13 @@ def _load(model: str, precision: str, threads: int | None) -> Any:
         model,
         precision=precision,  # type: ignore[arg-type]  # checked by Generator.load
         threads=threads,
-        notify=lambda m: err.print(m, markup=False, highlight=False),
+        notify=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True),
     )
     dtype = str(generator.dtype).removeprefix("torch.")
     facts = [f"{generator.base.name}: {dtype}", f"context {generator.context} tokens"]
     if generator.threads is not None:
         facts.append(generator.threads.reason)
-    err.print(", ".join(facts), style="dim", markup=False, highlight=False)
+    err.print(", ".join(facts), style="dim", markup=False, highlight=False, soft_wrap=True)
     return generator
 
 
@@ -195,6 +195,7 @@ def generate(
         f"wrote {len(lines)} replies ({tokens} tokens) to {output_file}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -254,7 +255,7 @@ def chat(
                 seed=settings.seed,
             )
         except InputError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False)
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             continue
         for piece in pieces:
             if isinstance(piece, Completion):
