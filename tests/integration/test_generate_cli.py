@@ -197,3 +197,35 @@ def test_help_lists_the_options(command: str, options: list[str]) -> None:
     for option in options:
         assert option in result.stdout, f"{option} missing from `tuneforge {command} --help`"
     assert command in run_cli("--help").stdout
+
+
+def test_chat_answers_the_next_message_after_one_too_long_for_the_context(
+    lively: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    generator = Generator.load(str(lively), threads=1)
+    expected = generator.chat([{"role": "user", "content": "Hi"}], max_tokens=6).text
+    stdin = tmp_path / "stdin.txt"
+    stdin.write_text("Paris is the capital of France. " * 60 + "\nHi\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuneforge", "chat", str(lively), "--max-tokens", "6",
+         "--threads", "1"],
+        stdin=stdin.open(), capture_output=True, text=True, timeout=180,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "error: the conversation is" in proc.stderr and "no room for a reply" in proc.stderr
+    assert proc.stdout == f"{expected}\n"
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_output_folder_that_does_not_exist_exits_2(tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"messages": CONVERSATIONS[0]}])
+    result = run_cli(
+        "generate", "default-chat", "--input", prompts, "--output", tmp_path / "no" / "o.jsonl"
+    )
+    assert result.code == 2, result
+    assert "does not exist" in result.stderr
