@@ -555,7 +555,8 @@ class Generator:
             mask[i, width - len(p) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
-        past = None
+        past: Any = None
+        active = list(range(rows))  # rows still decoding, in batch order
         with torch.inference_mode():
             for step in range(budget):
                 out = self.model(
@@ -569,18 +570,26 @@ class Generator:
                 past = out.past_key_values
                 logits = out.logits[:, -1, :].float().cpu()
                 next_ids = []
-                for i, reply in enumerate(replies):
-                    if reply.finish is not None:
+                for slot, row in enumerate(active):
+                    if replies[row].finish is not None:  # kept where the cache cannot drop it
                         next_ids.append(self.pad_id)
                         continue
                     token = _pick_next(
-                        logits[i], settings.temperature, settings.top_p, generators[i]
+                        logits[slot], settings.temperature, settings.top_p, generators[row]
                     )
-                    reply.add(token, token in self.eos_ids)
+                    replies[row].add(token, token in self.eos_ids)
                     next_ids.append(token)
                 yield step
-                if all(r.finish is not None for r in replies):
+                keep = [slot for slot, row in enumerate(active) if replies[row].finish is None]
+                if not keep:
                     return
+                if len(keep) < len(active) and hasattr(past, "batch_select_indices"):
+                    # finished rows leave the batch: later steps compute only the others
+                    index = torch.tensor(keep, dtype=torch.long, device=self.device)
+                    past.batch_select_indices(index)
+                    mask, positions = mask[index], positions[index]
+                    active = [active[slot] for slot in keep]
+                    next_ids = [next_ids[slot] for slot in keep]
                 ids = torch.tensor(next_ids, dtype=torch.long, device=self.device)[:, None]
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
                 positions = positions[:, -1:] + 1
