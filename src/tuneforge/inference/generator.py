@@ -11,6 +11,12 @@ then plain code at each step, and the same loop serves one conversation or a lef
 batch. The sampling contract follows OpenAI's chat completions: ``max_tokens``,
 ``temperature`` (0 = greedy), ``top_p``, ``stop`` (up to 4 strings, not returned),
 ``seed``, and ``finish_reason`` ``"stop"`` or ``"length"``.
+
+Decoding one token at a time is latency-bound: on a machine where another process holds a
+core, OpenMP threads that spin while they wait stall every step (measured on 2 CPUs: ~2
+instead of ~18 tokens/s). The ``tuneforge`` command makes idle threads sleep unless the
+machine is idle when it starts; a program that imports this module can do the same with
+``tuneforge.training.threads.set_wait_policy()`` before it imports torch.
 """
 
 from __future__ import annotations
