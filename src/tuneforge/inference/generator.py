@@ -315,7 +315,9 @@ class Generator:
         self.context = min(known) if known else 2048
         self.eos_ids = _eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
-        self.pad_id = int(pad) if pad is not None else min(self.eos_ids)
+        if pad is None:  # any id does: padded positions are masked, finished rows dropped
+            pad = min(self.eos_ids) if self.eos_ids else 0
+        self.pad_id = int(pad)
 
     @classmethod
     def load(
