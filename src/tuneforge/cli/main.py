@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from tuneforge.cli import server_commands
+from tuneforge.cli import generate_commands, server_commands
 from tuneforge.cli.train_options import EXPORT_CHOICES, with_parameters
 from tuneforge.errors import InputError, Problem, TuneforgeError
 from tuneforge.training.threads import set_wait_policy
@@ -451,6 +451,8 @@ def export(
 
 
 app.command()(with_parameters(train))
+app.command()(generate_commands.generate)
+app.command()(generate_commands.chat)
 
 # Server commands (tuneforge serve / worker / keys) live in their own module.
 app.command()(server_commands.serve)
@@ -465,8 +467,9 @@ def main() -> None:
 
     # Before torch loads (OpenMP reads it once): idle OpenMP threads sleep instead of
     # spinning, so a busy or shared machine does not collapse training throughput; a
-    # training run that starts on an idle machine keeps spinning threads (~20% faster).
-    set_wait_policy(adaptive=sys.argv[1:2] == ["train"])
+    # training or generation run that starts on an idle machine keeps spinning threads
+    # (~20-30% faster); a chat session, which lasts, always sleeps.
+    set_wait_policy(adaptive=sys.argv[1:2] in (["train"], ["generate"]))
     quiet_libraries()
     command = typer.main.get_command(app)
     try:
