@@ -1,4 +1,4 @@
-"""tuneforge: fine-tune, evaluate and host text classifiers on your own machines.
+"""tuneforge: fine-tune, evaluate and host language models on your own machines.
 
 The public API is imported lazily, so ``import tuneforge`` does no work and no I/O.
 """
@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Predictor": "tuneforge.inference.predictor",
     "Prediction": "tuneforge.inference.predictor",
+    "Generator": "tuneforge.inference.generator",
+    "Completion": "tuneforge.inference.generator",
     "finetune_classifier": "tuneforge.recipes.finetune_classifier",
     "evaluate_bundle": "tuneforge.recipes.evaluate",
     "RunConfig": "tuneforge.config",
@@ -24,7 +26,9 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Completion",
     "DataConfig",
+    "Generator",
     "InputError",
     "MethodConfig",
     "ModelConfig",
@@ -40,6 +44,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from tuneforge.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
     from tuneforge.errors import InputError, TuneforgeError
+    from tuneforge.inference.generator import Completion, Generator
     from tuneforge.inference.predictor import Prediction, Predictor
     from tuneforge.recipes.evaluate import evaluate_bundle
     from tuneforge.recipes.finetune_classifier import finetune_classifier

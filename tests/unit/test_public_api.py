@@ -24,6 +24,8 @@ PUBLIC = [
     "TrainConfig",
     "InputError",
     "TuneforgeError",
+    "Generator",
+    "Completion",
 ]
 # The train options the README and docs/cli.md promise.
 TRAIN_CONTRACT = [
