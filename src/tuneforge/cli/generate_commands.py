@@ -48,7 +48,8 @@ PrecisionOpt = Annotated[
 ]
 
 
-def _load(model: str, precision: str, threads: int | None) -> Any:
+def load_generator(model: str, precision: str, threads: int | None) -> Any:
+    """Load a generative model, saying on stderr what it runs as (dtype, context, threads)."""
     from tuneforge.inference.generator import Generator
 
     generator = Generator.load(
@@ -146,7 +147,7 @@ def generate(
     if not output_file.parent.is_dir():
         raise InputError(f"--output {output_file}: the folder {output_file.parent} does not exist")
     records = read_prompts(input_file)
-    generator = _load(model, precision, threads)
+    generator = load_generator(model, precision, threads)
     lengths = []
     for line, obj in records:
         try:
@@ -220,7 +221,7 @@ def chat(
     from tuneforge.inference.generator import Completion, check_sampling
 
     settings = check_sampling(max_tokens, temperature, 1.0, None, seed)
-    generator = _load(model, precision, threads)
+    generator = load_generator(model, precision, threads)
     start = [] if system is None else [{"role": "system", "content": system}]
     messages = list(start)
     interactive = sys.stdin.isatty()

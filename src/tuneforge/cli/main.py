@@ -299,18 +299,29 @@ def _check_chat_files(paths: dict[str, str | None], model: str | None, as_json: 
 @app.command("eval")
 def eval_command(
     bundle: Annotated[
-        Path, typer.Argument(help="A bundle written by `tuneforge train`.", show_default=False)
+        str,
+        typer.Argument(
+            metavar="MODEL_OR_BUNDLE",
+            help="A bundle written by `tuneforge train`, or a generative model (default-chat, "
+            "a local causal-LM directory) to score on generated text.",
+            show_default=False,
+        ),
     ],
     data_file: Annotated[
         str,
-        typer.Argument(metavar="FILE", help="Labelled file to evaluate on.", show_default=False),
+        typer.Argument(
+            metavar="FILE",
+            help="Labelled file to evaluate a classifier on; for a generative model, JSONL "
+            'with "messages" (the prompt) and "references" (the expected answers) per line.',
+            show_default=False,
+        ),
     ],
     json_out: Annotated[
         Path,
         typer.Option(
             "--json",
-            help="Where to write the metrics JSON; Markdown (.md) and the confusion matrix "
-            "(.png) go beside it.",
+            help="Where to write the metrics JSON; Markdown (.md) and, for a classifier, the "
+            "confusion matrix (.png) go beside it.",
         ),
     ] = Path("eval.json"),
     text_column: TextColumn = None,
@@ -318,13 +329,51 @@ def eval_command(
     label_separator: Annotated[
         str, typer.Option(help="Separator of several labels in one CSV cell.")
     ] = "|",
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            help="Generative models: a second model scored on the same prompts; the report "
+            "shows both models' metrics and replies side by side.",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Generative models: score only the first N prompts.", show_default=False),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            help="Generative models: tokens to generate at most per reply (default: 256, or "
+            "fewer where the model's context ends).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate a bundle on any labelled file; write JSON, Markdown and a PNG."""
+    """Evaluate a bundle on any labelled file (JSON, Markdown and a PNG), or a generative
+    model on prompts with references (BLEU, ROUGE-L, slot coverage; JSON and Markdown)."""
+    from tuneforge.models.model_kind import is_generative
+
+    if is_generative(bundle):
+        from tuneforge.cli.eval_generation import eval_generation
+
+        eval_generation(
+            bundle, data_file, json_out, compare=compare, limit=limit, max_tokens=max_tokens
+        )
+        return
+    generative_only = {"--compare": compare, "--limit": limit, "--max-tokens": max_tokens}
+    given = [flag for flag, value in generative_only.items() if value is not None]
+    if given:
+        raise InputError(
+            f"{', '.join(given)} apply to generative models only; {bundle} is evaluated as a "
+            "classifier bundle"
+        )
     from tuneforge.evaluation.report import write_eval_report
     from tuneforge.recipes.evaluate import evaluate_bundle
 
     metrics = evaluate_bundle(
-        bundle,
+        Path(bundle),
         data_file,
         text_column=text_column,
         label_column=label_column,

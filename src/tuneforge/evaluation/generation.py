@@ -125,7 +125,7 @@ def generation_metrics(
         if not refs:
             raise ValueError(f"example {index} has no reference")
     streams = [list(s) for s in itertools.zip_longest(*references)]
-    bleu = sacrebleu.corpus_bleu(predictions, streams)  # type: ignore[arg-type]  # None skipped
+    bleu = sacrebleu.corpus_bleu(predictions, streams)  # the None padding is skipped
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     rouge = [
         scorer.score_multi(refs, pred)["rougeL"].fmeasure
