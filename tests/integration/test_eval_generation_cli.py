@@ -145,3 +145,13 @@ def test_generative_options_are_refused_for_a_classifier_bundle(tmp_path: Path) 
     result = run_cli("eval", bundle, refs, "--compare", "default-chat", "--limit", "2")
     assert result.code == 2, result
     assert "--compare, --limit apply to generative models only" in result.stderr
+
+
+def test_classifier_options_are_refused_for_a_generative_model(
+    lively: Path, tmp_path: Path
+) -> None:
+    refs = write_refs(tmp_path / "refs.jsonl", ROWS)
+    result = run_cli("eval", lively, refs, "--text-column", "text", "--json", tmp_path / "e.json")
+    assert result.code == 2, result
+    assert "--text-column apply to classifier bundles only" in result.stderr
+    assert not (tmp_path / "e.json").exists()

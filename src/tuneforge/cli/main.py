@@ -358,6 +358,18 @@ def eval_command(
     if is_generative(bundle):
         from tuneforge.cli.eval_generation import eval_generation
 
+        classifier_only = {
+            "--text-column": text_column,
+            "--label-column": label_column,
+            "--label-separator": None if label_separator == "|" else label_separator,
+        }
+        given = [flag for flag, value in classifier_only.items() if value is not None]
+        if given:
+            raise InputError(
+                f"{', '.join(given)} apply to classifier bundles only; {bundle} is a "
+                "generative model, scored on the references of each prompt"
+            )
+
         eval_generation(
             bundle, data_file, json_out, compare=compare, limit=limit, max_tokens=max_tokens
         )
