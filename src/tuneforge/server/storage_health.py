@@ -43,6 +43,19 @@ def reason(exc: BaseException) -> str:
     return (text[0] if text else type(orig).__name__)[:200]
 
 
+def failure_kind(why: str) -> str:
+    """What kind of database failure ``why`` (the driver's reason) is, in words that name no
+    host, file or statement."""
+    text = why.lower()
+    if "full" in text or "no space" in text:
+        return "its disk is full"
+    if "malformed" in text or "corrupt" in text or "not a database" in text:
+        return "its file is damaged"
+    if "locked" in text or "busy" in text or "timeout" in text:
+        return "it is busy"
+    return "it is unreachable or failing"
+
+
 class DatabaseHealth:
     """The last database error a request met, for ``/readyz``."""
 
@@ -79,9 +92,10 @@ def install_database_error_handler(app: FastAPI) -> None:
         log.error("database error on %s %s: %s", request.method, request.url.path, why)
         return envelope(
             503,
-            # the driver's reason may name hosts or files: the server log and /readyz have it
-            "The database cannot serve requests right now; retry later (the operator will "
-            "find the reason in /readyz and the server log).",
+            # the driver's own words may name hosts or files: the server log and /readyz
+            # have them; the client gets the kind of failure
+            f"The database cannot serve requests right now ({failure_kind(why)}); retry "
+            "later (the operator will find the details in /readyz and the server log).",
             "database_unavailable",
             headers={"Retry-After": "5"},
         )
