@@ -22,8 +22,8 @@ ModelArg = Annotated[
     str,
     typer.Argument(
         metavar="MODEL",
-        help="A generative base model (default-chat) or a local Hugging Face causal-LM "
-        "directory with a chat template.",
+        help="A generative base model (default-chat), a local Hugging Face causal-LM "
+        "directory with a chat template, or a bundle of `tuneforge train --task generate`.",
         show_default=False,
     ),
 ]

@@ -183,6 +183,11 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             ``--resume``, no bundle is written.
     """
     started = time.time()
+    if config.data.task == "generate":
+        raise InputError(
+            "data.task is generate: a chat model is fine-tuned by `tuneforge train --task "
+            "generate` (recipes.finetune_chat), not the classifier recipe"
+        )
     check_run_config(config)  # unknown method or selection metric: fail before any work
     output = Path(config.output)
     check_output_dir(output, overwrite=config.overwrite)
