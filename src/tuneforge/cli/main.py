@@ -106,7 +106,7 @@ def train(**values: Any) -> None:
     raw = given_run_config(**{k: values.pop(k) for k in fixed}, flags=values)
     config = RunConfig.from_dict(raw)  # checks every value before any data is read
     choice = choose_run_task(config)
-    if choice is not None:
+    if choice is not None and config.data.task == "auto":
         err.print(f"task: {choice.task} ({choice.reason})", markup=False)
     if choice is not None and choice.task == "generate":
         config = with_task_defaults(raw, "generate")
