@@ -128,7 +128,8 @@ def test_lora_bundle_loads_its_base_and_refuses_a_different_one(tmp_path: Path, 
         "--batch-size", "4", "--precision", "fp32", "--threads", "1", "--quiet",
     )  # fmt: skip
     assert result.code == 0, result
-    assert "lora" in json.loads((bundle / "run_config.json").read_text())["method"]["name"]
+    method = json.loads((bundle / "run_config.json").read_text())["method"]
+    assert (method["name"], method["lora_r"], method["lora_alpha"]) == ("lora", 16, 32)
     files = {p.name for p in (bundle / "adapter").iterdir()}
     assert "adapter_model.safetensors" in files
     manifest = read_bundle(bundle).manifest

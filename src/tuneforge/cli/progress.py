@@ -28,7 +28,7 @@ class TrainingProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[speed]} ex/s"),
+            TextColumn("{task.fields[speed]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -56,14 +56,14 @@ class TrainingProgress:
                 self.task,
                 completed=event["step"],
                 loss=f"{event['loss']:.4f}",
-                speed=f"{event['examples_per_s']:.0f}",
+                speed=f"{event['examples_per_s']:.0f} ex/s",
             )
         elif kind == "metrics" and self.task is not None:  # a chat model's training step
             self.progress.update(
                 self.task,
                 completed=event["step"],
                 loss=f"{event['train_loss']:.4f}",
-                speed=f"{event['tokens_per_s']:.0f} tok",
+                speed=f"{event['tokens_per_s']:.0f} tokens/s",
             )
         elif kind == "eval" and "valid_loss" in event["metrics"]:
             m = event["metrics"]

@@ -227,13 +227,18 @@ def resolve_run_config(
 
 def with_task_defaults(raw: dict[str, Any], task: str) -> RunConfig:
     """The run config of ``raw`` (what the user gave) with the defaults of ``task``: a
-    generative run that names no model or method gets ``default-chat`` and ``lora``.
+    generative run that names no model or method gets ``default-chat`` and ``lora``, and
+    LoRA r 16, alpha 32, dropout 0.05 unless given (``GENERATIVE_LORA``).
 
     Raises:
         InputError: A key or value is invalid.
     """
     if task == "generate":
-        from tuneforge.recipes.finetune_chat import DEFAULT_CHAT_METHOD, DEFAULT_CHAT_MODEL
+        from tuneforge.recipes.finetune_chat import (
+            DEFAULT_CHAT_METHOD,
+            DEFAULT_CHAT_MODEL,
+            GENERATIVE_LORA,
+        )
 
         raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
         model, method = raw.setdefault("model", {}), raw.setdefault("method", {})
@@ -241,6 +246,8 @@ def with_task_defaults(raw: dict[str, Any], task: str) -> RunConfig:
             model.setdefault("name", DEFAULT_CHAT_MODEL)
         if isinstance(method, dict):
             method.setdefault("name", DEFAULT_CHAT_METHOD)
+            for key, value in GENERATIVE_LORA.items():
+                method.setdefault(key, value)
     return RunConfig.from_dict(raw)
 
 

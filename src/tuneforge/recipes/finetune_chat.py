@@ -57,6 +57,8 @@ DEFAULT_CHAT_MODEL = "default-chat"
 """The base model of a generative run when none is given."""
 DEFAULT_CHAT_METHOD = "lora"
 """The method of a generative run when none is given."""
+GENERATIVE_LORA = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05}
+"""LoRA settings of a generative run unless given (the classifier's are 8, 16, 0.1)."""
 GENERATIVE_METHODS = ("lora", "full")
 LEARNING_RATES = {"lora": 2e-4, "full": 2e-5}
 """``auto`` learning rate per method (AdamW, batch 8); scaled by sqrt(batch / 8)."""
