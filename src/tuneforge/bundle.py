@@ -370,6 +370,21 @@ class BundleInfo:
         return list(thresholds) if thresholds is not None else None
 
 
+def require_classifier(info: BundleInfo, doing: str) -> BundleInfo:
+    """``info`` if it is a classifier bundle.
+
+    Raises:
+        InputError: A chat model's bundle (task ``generate``), naming what to use instead.
+    """
+    if info.manifest.generative:
+        raise InputError(
+            f"{info.path} is a chat model (task generate), not a classifier: {doing} takes "
+            f"classifier bundles; use `tuneforge chat {info.path}`, `tuneforge generate "
+            f"{info.path}` or Generator.load"
+        )
+    return info
+
+
 def read_bundle(path: str | Path) -> BundleInfo:
     """Open a bundle directory and validate its manifest.
 

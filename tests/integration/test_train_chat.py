@@ -149,3 +149,48 @@ def test_lora_bundle_loads_its_base_and_refuses_a_different_one(tmp_path: Path, 
         Generator.load(bundle, precision="fp32", threads=1)
     generated = run_cli("chat", bundle)
     assert generated.code == 2 and "was trained on base model" in generated.stderr
+
+
+def test_classifier_commands_refuse_a_chat_bundle(trained):
+    _, bundle, _ = trained
+    for args in (("predict", bundle, "some text"), ("export", bundle)):
+        result = run_cli(*args)
+        assert result.code == 2, result
+        message = " ".join(result.stderr.split())
+        assert "is a chat model (task generate)" in message and "tuneforge chat" in message
+
+
+def test_an_interrupted_run_resumes_to_the_same_bundle(tmp_path: Path, tiny_llama: Path):
+    from tuneforge.config import RunConfig
+    from tuneforge.recipes.finetune_chat import finetune_chat
+
+    train = write_jsonl(tmp_path / "chat.jsonl", chat_rows())
+
+    def config(output: Path, resume: bool = False) -> RunConfig:
+        return RunConfig.from_dict(
+            {
+                "data": {"train": str(train), "task": "generate"},
+                "model": {"name": str(tiny_llama)},
+                "method": {"name": "lora", "lora_dropout": 0.0},
+                "train": {"epochs": 3, "batch_size": 2, "precision": "fp32", "num_threads": 1,
+                          "checkpoint_every": 1},
+                "output": str(output),
+                "resume": resume,
+            }
+        )  # fmt: skip
+
+    straight = finetune_chat(config(tmp_path / "straight"))
+
+    def interrupt(event: dict) -> None:
+        if event["type"] == "checkpoint" and event["step"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune_chat(config(tmp_path / "resumed"), listeners=[interrupt])
+    assert not (tmp_path / "resumed").exists()
+    resumed = finetune_chat(config(tmp_path / "resumed", resume=True))
+    assert resumed.metrics["validation"]["valid_loss"] == pytest.approx(
+        straight.metrics["validation"]["valid_loss"], rel=1e-5
+    )
+    events = (tmp_path / "resumed" / "events.jsonl").read_text()
+    assert '"type": "resume"' in events and events.count('"type": "task"') == 1
