@@ -139,10 +139,20 @@ def test_lora_bundle_loads_its_base_and_refuses_a_different_one(tmp_path: Path, 
     assert data["splits"]["validation"] == {
         "rows": 1, "source": str(train), "carved_from_train": True
     }  # fmt: skip
-    reply = Generator.load(bundle, precision="fp32", threads=1).chat(
-        [{"role": "user", "content": "Hello there!"}], max_tokens=5
-    )
+    generator = Generator.load(bundle, precision="fp32", threads=1)
+    reply = generator.chat([{"role": "user", "content": "Hello there!"}], max_tokens=5)
     assert reply.completion_tokens >= 1
+    # the merged model computes what the base with the adapter on top computes
+    from peft import PeftModel
+    from tests.sft_data import load_tiny
+
+    unmerged = PeftModel.from_pretrained(load_tiny(base)[0], str(bundle / "adapter")).eval()
+    ids = torch.tensor([generator.tokenizer("Hello there!")["input_ids"]])
+    with torch.no_grad():
+        expected, got = unmerged(input_ids=ids).logits, generator.model(input_ids=ids).logits
+    assert torch.allclose(expected, got, atol=1e-5)
+    with torch.no_grad():
+        assert not torch.allclose(load_tiny(base)[0](input_ids=ids).logits, got, atol=1e-4)
     shutil.rmtree(base)
     build_tiny_llama(base, seed=1)  # same place, other weights
     with pytest.raises(InputError, match="was trained on base model"):

@@ -85,6 +85,8 @@ def test_a_label_file_still_trains_a_classifier_under_auto(tmp_path: Path, tiny_
     manifest = json.loads((out / "tuneforge.json").read_text())
     assert manifest["task"] == "single_label" and manifest["labels"] == ["negative", "positive"]
     assert "generation" not in manifest
+    first = json.loads((out / "events.jsonl").read_text().splitlines()[0])
+    assert first["type"] == "task" and first["task"] == "classify"
 
 
 def test_a_classifier_bundle_given_to_generate_is_refused(tmp_path: Path, tiny_model: Path):

@@ -118,7 +118,7 @@ def train(**values: Any) -> None:
     check_run_config(config)  # before any data is read
     listeners = [] if quiet else [TrainingProgress(err)]
     try:
-        result = finetune_classifier(config, listeners=listeners)
+        result = finetune_classifier(config, listeners=listeners, task=choice)
     finally:
         for listener in listeners:
             listener.close()
