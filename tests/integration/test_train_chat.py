@@ -92,6 +92,7 @@ def test_generate_on_the_bundle_reproduces_a_memorised_reply(trained):
     assert generated.code == 0, generated
     replies = [json.loads(line)["completion"] for line in out.read_text().splitlines()]
     assert replies == [a for _, a in QA[:3]]
+    assert f"{bundle} (fine-tuned from " in " ".join(generated.stderr.split())
 
 
 def test_the_bundle_reloads_with_the_same_logits(trained, tiny_llama: Path):

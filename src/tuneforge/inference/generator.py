@@ -290,12 +290,9 @@ def _bundle_base(info: Any, kwargs: dict[str, Any]) -> GenerativeBase:
     ref = info.manifest.base_model
     if not info.adapter:  # full weights: the bundle is the whole model
         return GenerativeBase(
-            name=str(info.path),
-            path=info.path / "model",
-            licence=None,
-            source="bundle",
+            name=ref.name, path=info.path / "model", licence=None, source="bundle",
             sha256=ref.sha256,
-        )
+        )  # fmt: skip
     where = ref.name if ref.source == "package" else (ref.path or ref.name)
     try:
         base = resolve_generative_base(where, **kwargs)
@@ -380,6 +377,8 @@ class Generator:
         dtype: The weights' dtype (``torch.float32`` or ``torch.bfloat16``).
         context: Tokens the model attends to at most (prompt and reply together).
         threads: The CPU thread count chosen, and why.
+        bundle: The bundle directory when loaded from one (``base`` is then its base
+            model, or the bundle's ``model/`` for full weights), else None.
     """
 
     def __init__(
@@ -388,8 +387,10 @@ class Generator:
         tokenizer: Any,
         base: GenerativeBase,
         threads: ThreadChoice | None = None,
+        bundle: Path | None = None,
     ) -> None:
         self.model = model
+        self.bundle = bundle
         self.tokenizer = tokenizer
         self.base = base
         self.threads = threads
@@ -464,7 +465,7 @@ class Generator:
             tuned, tuned_tokenizer = _load_bundle_model(bundle, base, dtype)
             tuned.to(device)
             tuned.eval()
-            return cls(tuned, tuned_tokenizer, base, choice)
+            return cls(tuned, tuned_tokenizer, base, choice, bundle=bundle.path)
         tokenizer = AutoTokenizer.from_pretrained(base.path, trust_remote_code=False)
         if not getattr(tokenizer, "chat_template", None):
             raise InputError(
