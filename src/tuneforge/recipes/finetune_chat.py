@@ -254,7 +254,8 @@ def finetune_chat(config: RunConfig, listeners: Sequence[Listener] = ()) -> Chat
             f"conversations; choose at most {n_train}"
         )
     batch_size = min(8, n_train) if t.batch_size == "auto" else int(t.batch_size)
-    schedule = auto.resolve_schedule(n_train, t.epochs, batch_size, t.gradient_accumulation)
+    epochs = auto.auto_sft_epochs(n_train) if t.epochs == "auto" else t.epochs
+    schedule = auto.resolve_schedule(n_train, epochs, batch_size, t.gradient_accumulation)
     base_rate = LEARNING_RATES[m.name] * math.sqrt(batch_size / 8)
     lr = t.learning_rate_multiplier * (
         base_rate if t.learning_rate == "auto" else float(t.learning_rate)
