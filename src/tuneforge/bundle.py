@@ -3,10 +3,13 @@
 Layout::
 
     tuneforge.json       what this is: format version, task, method, labels, base model
-                         identity + hash, max_length, thresholds
+                         identity + hash, max_length, thresholds (a generative bundle:
+                         task ``generate``, no labels, generation defaults)
     model/               a standalone Hugging Face model (methods full, head), safetensors
-    adapter/             a peft adapter with the head (methods lora, ia3), safetensors
-    tokenizer/           the tokenizer
+    adapter/             a peft adapter with the head (methods lora, ia3), safetensors;
+                         of a generative bundle: the LoRA adapter over ``base_model``
+    tokenizer/           the tokenizer (a generative bundle's has the chat template it
+                         was trained with)
     run_config.json      the resolved run configuration
     events.jsonl         training events
     eval.json            metrics of the best checkpoint on validation and test
@@ -100,7 +103,39 @@ def publish(staged: Path, output: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-TASKS = ("single_label", "multi_label")
+CLASSIFIER_TASKS = ("single_label", "multi_label")
+GENERATE = "generate"
+TASKS = (*CLASSIFIER_TASKS, GENERATE)
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """How a generative bundle decodes unless told otherwise.
+
+    Attributes:
+        eos_token_ids: Token ids that end a reply (the end-of-turn token and the eos).
+        context: Tokens the model attends to at most (prompt and reply together).
+        max_new_tokens: Tokens a reply has at most when the caller does not say.
+    """
+
+    eos_token_ids: tuple[int, ...]
+    context: int
+    max_new_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        ids = self.eos_token_ids
+        if not ids or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids
+        ):
+            raise ValueError(
+                f"key 'generation.eos_token_ids' should be a list of token ids, not {list(ids)!r}"
+            )
+        for key in ("context", "max_new_tokens"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"key 'generation.{key}' should be a whole number >= 1, not {value!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -135,14 +170,16 @@ class Manifest:
     """A bundle's ``tuneforge.json``: what the bundle is and what it needs to load.
 
     Attributes:
-        task: ``single_label`` or ``multi_label``.
+        task: ``single_label``, ``multi_label`` or ``generate`` (a chat model).
         method: The training method (``full``, ``head``, ``lora``, ...).
         adapter: The weights are a peft adapter (``adapter/``) over ``base_model``, not a
             standalone model (``model/``).
-        labels: Label names in id order.
-        max_length: Tokens per text; longer texts are truncated.
+        labels: Label names in id order (none for ``generate``).
+        max_length: Tokens per text; longer texts are truncated (``generate``: the
+            longest conversation trained on).
         base_model: The base model's identity and weights hash.
         thresholds: Per-label decision thresholds (multi-label), else None.
+        generation: Decoding defaults (``generate`` only; required there).
         created_at: Unix time the bundle was written.
         format: Always ``tuneforge-bundle``.
         version: The bundle format version.
@@ -155,6 +192,7 @@ class Manifest:
     max_length: int
     base_model: BaseModelRef
     thresholds: tuple[float, ...] | None = None
+    generation: GenerationDefaults | None = None
     created_at: int = 0
     format: str = BUNDLE_FORMAT
     version: int = BUNDLE_VERSION
@@ -165,7 +203,15 @@ class Manifest:
         if not isinstance(self.method, str) or not self.method:
             raise ValueError(f"key 'method' should be a method name, not {self.method!r}")
         labels = self.labels
-        if not labels or not all(isinstance(x, str) and x for x in labels):
+        if self.task == GENERATE:
+            if labels or self.thresholds is not None:
+                raise ValueError("a generate bundle has no 'labels' or 'thresholds'")
+            if self.generation is None:
+                raise ValueError("missing key 'generation' (a generate bundle's decoding defaults)")
+        elif self.generation is not None:
+            raise ValueError("key 'generation' belongs to generate bundles only")
+        named = all(isinstance(x, str) and x for x in labels)
+        if (not labels and self.task != GENERATE) or not named:
             raise ValueError(f"key 'labels' should be a list of label names, not {list(labels)!r}")
         if len(set(labels)) != len(labels):
             raise ValueError(f"key 'labels' names a label twice: {list(labels)!r}")
@@ -188,11 +234,20 @@ class Manifest:
     def multi_label(self) -> bool:
         return self.task == "multi_label"
 
+    @property
+    def generative(self) -> bool:
+        """A chat model (task ``generate``), not a classifier."""
+        return self.task == GENERATE
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (lists, not tuples)."""
+        """The JSON form (lists, not tuples); ``generation`` only where there is one."""
         out = asdict(self)
         out["labels"] = list(self.labels)
         out["thresholds"] = list(self.thresholds) if self.thresholds is not None else None
+        if self.generation is None:
+            del out["generation"]
+        else:
+            out["generation"]["eos_token_ids"] = list(self.generation.eos_token_ids)
         return out
 
     @classmethod
@@ -206,7 +261,17 @@ class Manifest:
         data = _fields_of(cls, data, source, "")
         base = _fields_of(BaseModelRef, data["base_model"], source, "base_model.")
         thresholds = data.get("thresholds")
+        generation = data.get("generation")
+        if generation is not None:
+            generation = _fields_of(GenerationDefaults, generation, source, "generation.")
         try:
+            if generation is not None:
+                eos = generation["eos_token_ids"]
+                if not isinstance(eos, list):
+                    raise ValueError(
+                        f"key 'generation.eos_token_ids' should be a list of token ids, not {eos!r}"
+                    )
+                generation = GenerationDefaults(**{**generation, "eos_token_ids": tuple(eos)})
             if thresholds is not None and not (
                 isinstance(thresholds, list)
                 and all(isinstance(t, int | float) and not isinstance(t, bool) for t in thresholds)
@@ -222,6 +287,7 @@ class Manifest:
                     if thresholds is not None
                     else None,
                     "base_model": BaseModelRef(**base),
+                    "generation": generation,
                     "adapter": _typed(data, "adapter", bool),
                     "max_length": _typed(data, "max_length", int),
                 }
@@ -302,6 +368,21 @@ class BundleInfo:
     def thresholds(self) -> list[float] | None:
         thresholds = self.manifest.thresholds
         return list(thresholds) if thresholds is not None else None
+
+
+def require_classifier(info: BundleInfo, doing: str) -> BundleInfo:
+    """``info`` if it is a classifier bundle.
+
+    Raises:
+        InputError: A chat model's bundle (task ``generate``), naming what to use instead.
+    """
+    if info.manifest.generative:
+        raise InputError(
+            f"{info.path} is a chat model (task generate), not a classifier: {doing} takes "
+            f"classifier bundles; use `tuneforge chat {info.path}`, `tuneforge generate "
+            f"{info.path}` or Generator.load"
+        )
+    return info
 
 
 def read_bundle(path: str | Path) -> BundleInfo:

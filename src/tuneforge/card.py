@@ -136,3 +136,127 @@ def _training_lines(training: dict[str, Any] | None) -> list[str]:
     for w in training.get("warnings") or []:
         lines.append(f"- Warning ({w['code']}): {w['message']}")
     return lines
+
+
+def render_generative_card(
+    manifest: Manifest,
+    run_config: dict[str, Any],
+    metrics: dict[str, dict[str, Any]],
+    data: dict[str, Any],
+    environment: dict[str, Any],
+    training: dict[str, Any],
+    licence: Any = None,
+) -> str:
+    """Markdown model card for a generative (chat) bundle.
+
+    Args:
+        manifest: The bundle manifest (task ``generate``, method, base model).
+        run_config: The resolved run configuration.
+        metrics: ``train`` and ``validation`` metrics of the kept weights.
+        data: The data fingerprint.
+        environment: Versions and hardware.
+        training: The bundle's ``training.json`` (task choice, steps, samples, warnings).
+        licence: The base model's ``Licence`` (None: a local directory, terms unknown).
+    """
+    base = manifest.base_model
+    train = run_config["train"]
+    method = run_config["method"]
+    if licence is not None:
+        kind = "an open-source licence" if licence.open_source else "not an open-source licence"
+        licence_line = (
+            f"- Licence: the base model's, the **{licence.name}** ({kind}): {licence.url}. "
+            "This fine-tuned model carries the same terms."
+        )
+    else:
+        licence_line = (
+            "- Licence: that of the base model directory (not known to tuneforge); this "
+            "fine-tuned model carries the same terms."
+        )
+    adapter = (
+        f"LoRA adapter (r {method['lora_r']}, alpha {method['lora_alpha']}) over the base"
+        if manifest.adapter
+        else "all weights fine-tuned (full)"
+    )
+    lines = [
+        "# Chat model (fine-tuned for generation)",
+        "",
+        "Fine-tuned with [tuneforge](https://pypi.org/project/tuneforge/) on the assistant "
+        "replies of a chat file (the loss covers assistant tokens only).",
+        "",
+        "## Intended use",
+        "Answers conversations like those it was trained on. Check its replies on your own "
+        "prompts before relying on them: it can state wrong facts fluently.",
+        "",
+        "```python",
+        "from tuneforge import Generator",
+        'generator = Generator.load("path/to/this/bundle")',
+        'print(generator.chat([{"role": "user", "content": "Hello"}]).text)',
+        "```",
+        "",
+        "## Model",
+        f"- Base model: `{base.name}` (source {base.source}, sha256 `{base.sha256[:16]}…`)",
+        licence_line,
+        f"- Method: {adapter}; conversations up to {manifest.max_length} tokens; context "
+        f"{manifest.generation.context if manifest.generation else '–'} tokens",
+        f"- Epochs {train['epochs']}, batch size {train['batch_size']}, learning rate "
+        f"{train['learning_rate']:.2e}, warmup {train['warmup_ratio']}, seed {train['seed']}; "
+        f"kept the weights of step {training['best_step']} (lowest validation loss) of "
+        f"{training['steps']}" + (", stopped early" if training["stopped_early"] else ""),
+        f"- Task: {training['task']['task']} ({training['task']['reason']})",
+        "",
+        "## Data",
+        "| split | examples | source | carved from train |",
+        "|---|---:|---|---|",
+    ]
+    for name, info in data["splits"].items():
+        carved = "yes" if info["carved_from_train"] else "no"
+        lines.append(f"| {name} | {info['rows']} | `{info['source']}` | {carved} |")
+    lines += [
+        "",
+        "## Metrics (over assistant tokens only)",
+        "",
+        "| split | n | loss | mean token accuracy | perplexity |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    tr, va = metrics.get("train", {}), metrics.get("validation", {})
+    lines.append(
+        f"| train (last step) | {tr.get('n_examples')} | {_fmt(tr.get('train_loss'))} | "
+        f"{_fmt(tr.get('train_mean_token_accuracy'))} | – |"
+    )
+    lines.append(
+        f"| validation | {va.get('n_examples')} | {_fmt(va.get('valid_loss'))} | "
+        f"{_fmt(va.get('valid_mean_token_accuracy'))} | {_fmt(va.get('perplexity'))} |"
+    )
+    samples = training.get("samples") or []
+    if samples:
+        lines += ["", "## Sample replies (validation prompts, greedy)", ""]
+        for s in samples:
+            prompt = s["prompt"][-1]["content"] if s.get("prompt") else ""
+            lines += [
+                f"- **Prompt:** {_one_line(prompt)}",
+                f"  - **Reference:** {_one_line(s.get('reference', ''))}",
+                f"  - **Model:** {_one_line(s.get('completion', ''))}",
+            ]
+    lines += ["", "## Limitations"]
+    lines.append(
+        f"- Trained on conversations up to {manifest.max_length} tokens; longer ones are "
+        "outside what it has seen."
+    )
+    lines.append("- Metrics are token-level on one validation split, not task quality.")
+    for w in training.get("warnings") or []:
+        lines.append(f"- Warning ({w['code']}): {w['message']}")
+    lines += [
+        "",
+        "## Environment",
+        f"tuneforge {environment['packages'].get('tuneforge')}, torch "
+        f"{environment['packages'].get('torch')}, transformers "
+        f"{environment['packages'].get('transformers')}; {environment.get('cpu')}; "
+        f"precision {environment.get('precision')}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _one_line(text: Any) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= 200 else flat[:199] + "…"

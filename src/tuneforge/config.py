@@ -283,6 +283,7 @@ def _validate(obj: object, section: str) -> None:
 
 
 QUALITY_CHECKS = ("warn", "error", "off")
+TASKS = ("auto", "classify", "generate")
 
 
 def _check(cond: bool, message: str) -> None:
@@ -308,6 +309,12 @@ class DataConfig:
             splits and texts with conflicting labels (the checks of ``tuneforge data
             check``, run on the splits before training): ``warn`` (a warning each),
             ``error`` (stop before training, nothing written) or ``off``.
+        task: What to train: ``classify`` (a text classifier), ``generate`` (a chat model
+            fine-tuned on the assistant replies of a chat file), or ``auto``: a chat file
+            whose final replies are a few short, repeated values is a classification set,
+            any other chat file a generation set; other files are classification sets.
+            The default model and method follow the task (``default`` and ``full`` for
+            classify, ``default-chat`` and ``lora`` for generate).
     """
 
     train: str
@@ -320,6 +327,7 @@ class DataConfig:
     validation_fraction: float = setting(0.1, gt=0, lt=0.5)
     test_fraction: float = setting(0.1, gt=0, lt=0.5)
     quality_checks: str = setting("warn", choices=QUALITY_CHECKS)
+    task: str = setting("auto", choices=TASKS)
 
     def __post_init__(self) -> None:
         _validate(self, "data")

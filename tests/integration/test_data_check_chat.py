@@ -184,13 +184,16 @@ def test_training_a_generation_set_as_a_classifier_says_it_looks_generative(
     rows = [[user(f"film {i}"), assistant(f"{REPLIES[i % 6]} {i}")] for i in range(21)]
     train = write(tmp_path / "train.jsonl", rows)
     output = tmp_path / "out"
-    result = run_cli("train", train, "--model", tiny_model, "--output", output, "--quiet")
+    result = run_cli(
+        "train", train, "--task", "classify", "--model", tiny_model, "--output", output, "--quiet"
+    )
     assert result.code == 2, result
     message = " ".join(result.stderr.split())
     assert "has 1 example(s)" not in message
     assert "looks like a generation set" in message
     assert "21 distinct final replies among 21 examples" in message
     assert "free-text replies need a generative model" in message
+    assert "--task generate" in message
     assert not output.exists()
 
 

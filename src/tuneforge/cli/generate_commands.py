@@ -22,8 +22,8 @@ ModelArg = Annotated[
     str,
     typer.Argument(
         metavar="MODEL",
-        help="A generative base model (default-chat) or a local Hugging Face causal-LM "
-        "directory with a chat template.",
+        help="A generative base model (default-chat), a local Hugging Face causal-LM "
+        "directory with a chat template, or a bundle of `tuneforge train --task generate`.",
         show_default=False,
     ),
 ]
@@ -59,7 +59,10 @@ def load_generator(model: str, precision: str, threads: int | None) -> Any:
         notify=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True),
     )
     dtype = str(generator.dtype).removeprefix("torch.")
-    facts = [f"{generator.base.name}: {dtype}", f"context {generator.context} tokens"]
+    name = generator.base.name
+    if generator.bundle is not None:  # a fine-tuned chat model
+        name = f"{generator.bundle} (fine-tuned from {generator.base.name})"
+    facts = [f"{name}: {dtype}", f"context {generator.context} tokens"]
     if generator.threads is not None:
         facts.append(generator.threads.reason)
     err.print(", ".join(facts), style="dim", markup=False, highlight=False, soft_wrap=True)

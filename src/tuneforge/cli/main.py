@@ -83,13 +83,18 @@ LabelColumn = Annotated[
 
 
 def train(**values: Any) -> None:
-    """Fine-tune a classifier on TRAIN, evaluate it on held-out data, write a bundle.
+    """Fine-tune a classifier or a chat model on TRAIN, evaluate it, write a bundle.
 
+    The task follows the file (--task auto): a chat file whose final replies are a few
+    short, repeated values trains a classifier, any other chat file a chat model
+    (default model default-chat, method lora); tables train classifiers.
     Every setting is a flag below, a --set section.key=value, or a key of a --config file
     (a bundle's run_config.json re-runs that run); flags win over --set, --set over --config.
     """
     from tuneforge.cli.progress import TrainingProgress
-    from tuneforge.cli.train_options import resolve_run_config
+    from tuneforge.cli.train_options import given_run_config, with_task_defaults
+    from tuneforge.config import RunConfig
+    from tuneforge.recipes.finetune_chat import choose_run_task, finetune_chat
     from tuneforge.recipes.finetune_classifier import finetune_classifier
     from tuneforge.recipes.run_checks import check_run_config
 
@@ -98,11 +103,22 @@ def train(**values: Any) -> None:
     if export_to not in EXPORT_CHOICES:
         raise InputError(f"--export must be one of {', '.join(EXPORT_CHOICES)}, got {export_to!r}")
     fixed = ("train_file", "output", "config", "set_", "overwrite", "resume")
-    config = resolve_run_config(**{k: values.pop(k) for k in fixed}, flags=values)
+    raw = given_run_config(**{k: values.pop(k) for k in fixed}, flags=values)
+    config = RunConfig.from_dict(raw)  # checks every value before any data is read
+    choice = choose_run_task(config)
+    if choice is not None and config.data.task == "auto":
+        err.print(f"task: {choice.task} ({choice.reason})", markup=False)
+    if choice is not None and choice.task == "generate":
+        config = with_task_defaults(raw, "generate")
+        check_run_config(config)
+        if export_to == "fp32":
+            raise InputError("--export applies to classifiers; a chat model is not exported")
+        _train_chat(config, quiet=quiet, finetune_chat=finetune_chat)
+        return
     check_run_config(config)  # before any data is read
     listeners = [] if quiet else [TrainingProgress(err)]
     try:
-        result = finetune_classifier(config, listeners=listeners)
+        result = finetune_classifier(config, listeners=listeners, task=choice)
     finally:
         for listener in listeners:
             listener.close()
@@ -113,6 +129,46 @@ def train(**values: Any) -> None:
         f"trained in {result.train_seconds:.0f} s ({result.examples_per_s:.0f} examples/s)\n"
         f"bundle: [bold]{result.bundle}[/bold] (model card: {result.bundle / 'README.md'})\n"
         f'predict: tuneforge predict {result.bundle} "some text"'
+    )
+
+
+def _train_chat(config: Any, *, quiet: bool, finetune_chat: Any) -> None:
+    """The generative half of ``train``: fine-tune, then print the metrics and next steps."""
+    from tuneforge.cli.progress import TrainingProgress
+
+    listeners = [] if quiet else [TrainingProgress(err)]
+    try:
+        result = finetune_chat(config, listeners=listeners)
+    finally:
+        for listener in listeners:
+            listener.close()
+    table = RichTable(title="Kept weights (assistant tokens only)")
+    for column in ("split", "n", "loss", "mean token accuracy", "perplexity"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else "–"
+
+    tr, va = result.metrics["train"], result.metrics["validation"]
+    table.add_row(
+        "train",
+        str(tr["n_examples"]),
+        cell(tr.get("train_loss")),
+        cell(tr.get("train_mean_token_accuracy")),
+        "–",
+    )
+    table.add_row(
+        "validation",
+        str(va["n_examples"]),
+        cell(va.get("valid_loss")),
+        cell(va.get("valid_mean_token_accuracy")),
+        cell(va.get("perplexity")),
+    )
+    out.print(table)
+    out.print(
+        f"trained in {result.train_seconds:.0f} s ({result.tokens_per_s:.0f} tokens/s)\n"
+        f"bundle: [bold]{result.bundle}[/bold] (model card: {result.bundle / 'README.md'})\n"
+        f"chat: tuneforge chat {result.bundle}"
     )
 
 

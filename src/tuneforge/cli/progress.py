@@ -28,7 +28,7 @@ class TrainingProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[speed]} ex/s"),
+            TextColumn("{task.fields[speed]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -56,7 +56,21 @@ class TrainingProgress:
                 self.task,
                 completed=event["step"],
                 loss=f"{event['loss']:.4f}",
-                speed=f"{event['examples_per_s']:.0f}",
+                speed=f"{event['examples_per_s']:.0f} ex/s",
+            )
+        elif kind == "metrics" and self.task is not None:  # a chat model's training step
+            self.progress.update(
+                self.task,
+                completed=event["step"],
+                loss=f"{event['train_loss']:.4f}",
+                speed=f"{event['tokens_per_s']:.0f} tokens/s",
+            )
+        elif kind == "eval" and "valid_loss" in event["metrics"]:
+            m = event["metrics"]
+            mark = " [green]best" if event["improved"] else ""
+            self.progress.console.print(
+                f"  step {event['step']} epoch {event['epoch']:.2f}: validation loss "
+                f"{m['valid_loss']:.4f} token accuracy {m['valid_mean_token_accuracy']:.4f}{mark}"
             )
         elif kind == "eval":
             m = event["metrics"]

@@ -212,6 +212,61 @@ def resolve_run_config(
     Raises:
         InputError: A file, key or value is invalid (nothing has been read but the config).
     """
+    return RunConfig.from_dict(
+        given_run_config(
+            train_file=train_file,
+            output=output,
+            config=config,
+            set_=set_,
+            overwrite=overwrite,
+            resume=resume,
+            flags=flags,
+        )
+    )
+
+
+def with_task_defaults(raw: dict[str, Any], task: str) -> RunConfig:
+    """The run config of ``raw`` (what the user gave) with the defaults of ``task``: a
+    generative run that names no model or method gets ``default-chat`` and ``lora``, and
+    LoRA r 16, alpha 32, dropout 0.05 unless given (``GENERATIVE_LORA``).
+
+    Raises:
+        InputError: A key or value is invalid.
+    """
+    if task == "generate":
+        from tuneforge.recipes.finetune_chat import (
+            DEFAULT_CHAT_METHOD,
+            DEFAULT_CHAT_MODEL,
+            GENERATIVE_LORA,
+        )
+
+        raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+        model, method = raw.setdefault("model", {}), raw.setdefault("method", {})
+        if isinstance(model, dict):
+            model.setdefault("name", DEFAULT_CHAT_MODEL)
+        if isinstance(method, dict):
+            method.setdefault("name", DEFAULT_CHAT_METHOD)
+            for key, value in GENERATIVE_LORA.items():
+                method.setdefault(key, value)
+    return RunConfig.from_dict(raw)
+
+
+def given_run_config(
+    *,
+    train_file: str | None,
+    output: str | None,
+    config: Path | None,
+    set_: list[str] | None,
+    overwrite: bool | None,
+    resume: bool | None,
+    flags: dict[str, Any],
+) -> dict[str, Any]:
+    """The settings the user gave (flags > ``--set`` > ``--config``), as a run-config dict
+    without defaults; ``RunConfig.from_dict`` validates it.
+
+    Raises:
+        InputError: No training file or output, or a bad file, key or flag value.
+    """
     raw: dict[str, Any] = read_config_file(config) if config else {}
     for assignment in set_ or []:
         merge_setting(raw, *parse_assignment(assignment))
@@ -232,7 +287,7 @@ def resolve_run_config(
         raise InputError(
             "Missing option '--output': give the bundle directory (or a --config that names output)"
         )
-    return RunConfig.from_dict(raw)
+    return raw
 
 
 def with_parameters(func: Callable[..., Any]) -> Callable[..., Any]:

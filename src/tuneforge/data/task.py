@@ -123,6 +123,6 @@ def generative_file_fix() -> str:
         "a classifier learns labels: if the replies are labels, make each final assistant "
         f"reply one of a few short labels (at most {MAX_CLASSES} distinct, at most "
         f"{MAX_LABEL_CHARS} characters, each used by at least {MIN_MEAN_REPEATS} examples on "
-        "average); free-text replies need a generative model, which classifier training "
-        "cannot learn"
+        "average); free-text replies need a generative model: fine-tune a chat model with "
+        "`tuneforge train FILE --task generate`"
     )

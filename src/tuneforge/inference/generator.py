@@ -251,6 +251,89 @@ class _Reply:
         return held
 
 
+# ----------------------------------------------------------------------------- bundles
+
+
+def _bundle_of(model_or_dir: str | Path) -> Any:
+    """The opened bundle when ``model_or_dir`` is a bundle directory, else None.
+
+    Raises:
+        InputError: A broken manifest, or a classifier bundle.
+    """
+    from tuneforge.bundle import MANIFEST, read_bundle
+
+    path = Path(model_or_dir).expanduser()
+    if not (path / MANIFEST).is_file():
+        return None
+    info = read_bundle(path)
+    if not info.manifest.generative:
+        raise InputError(
+            f"{path} is a classifier bundle ({info.manifest.task}, {len(info.labels)} labels): "
+            f"it predicts labels and does not generate text; use `tuneforge predict {path}` "
+            "or Predictor.load, or pass a chat model or a bundle of `tuneforge train --task "
+            "generate`"
+        )
+    from tuneforge.inference.loading import check_safe_bundle
+
+    check_safe_bundle(info)
+    return info
+
+
+def _bundle_base(info: Any, kwargs: dict[str, Any]) -> GenerativeBase:
+    """A generative bundle's base model, checked against the hash the bundle records.
+
+    Raises:
+        InputError: The base is missing, or its weights are not the ones trained on.
+    """
+    from tuneforge.models.registry import weights_sha256
+
+    ref = info.manifest.base_model
+    if not info.adapter:  # full weights: the bundle is the whole model
+        return GenerativeBase(
+            name=ref.name, path=info.path / "model", licence=None, source="bundle",
+            sha256=ref.sha256,
+        )  # fmt: skip
+    where = ref.name if ref.source == "package" else (ref.path or ref.name)
+    try:
+        base = resolve_generative_base(where, **kwargs)
+    except InputError as exc:
+        raise InputError(
+            f"bundle {info.path} needs its base model {ref.name!r} ({where}), which cannot be "
+            f"loaded: {exc}"
+        ) from None
+    actual = base.sha256 if ref.source == "package" else weights_sha256(base.path)
+    if actual != ref.sha256:
+        raise InputError(
+            f"bundle {info.path} was trained on base model {ref.name!r} with weights sha256 "
+            f"{ref.sha256[:16]}…, but {where} now has {str(actual)[:16]}…; the adapter only "
+            "fits the base it was trained on: restore that base model, or train again"
+        )
+    return base
+
+
+def _load_bundle_model(info: Any, base: GenerativeBase, dtype: Any) -> tuple[Any, Any]:
+    """The bundle's model (the base with the adapter merged in, or its full weights) and
+    its tokenizer (with the chat template it was trained with)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer", trust_remote_code=False)
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError(f"bundle {info.path}: its tokenizer has no chat template")
+    if not info.adapter:
+        model = AutoModelForCausalLM.from_pretrained(
+            info.path / "model", trust_remote_code=False, use_safetensors=True, dtype=dtype
+        )
+        return model, tokenizer
+    from peft import PeftModel
+
+    model = AutoModelForCausalLM.from_pretrained(
+        base.path, trust_remote_code=False, use_safetensors=True, dtype=torch.float32
+    )
+    merged = PeftModel.from_pretrained(model, str(info.path / "adapter")).merge_and_unload()
+    return merged.to(dtype), tokenizer
+
+
 # ----------------------------------------------------------------------------- generator
 
 
@@ -294,6 +377,8 @@ class Generator:
         dtype: The weights' dtype (``torch.float32`` or ``torch.bfloat16``).
         context: Tokens the model attends to at most (prompt and reply together).
         threads: The CPU thread count chosen, and why.
+        bundle: The bundle directory when loaded from one (``base`` is then its base
+            model, or the bundle's ``model/`` for full weights), else None.
     """
 
     def __init__(
@@ -302,8 +387,10 @@ class Generator:
         tokenizer: Any,
         base: GenerativeBase,
         threads: ThreadChoice | None = None,
+        bundle: Path | None = None,
     ) -> None:
         self.model = model
+        self.bundle = bundle
         self.tokenizer = tokenizer
         self.base = base
         self.threads = threads
@@ -328,11 +415,17 @@ class Generator:
         threads: int | None = None,
         notify: Any = None,
     ) -> Generator:
-        """Load a generative model by name (``default-chat``) or from a local directory.
+        """Load a generative model by name (``default-chat``), from a local directory, or
+        from a bundle that ``tuneforge train --task generate`` wrote.
+
+        A bundle's base model is loaded by its reference and checked against the hash the
+        bundle records (a different base is refused); a LoRA adapter is merged into a copy
+        of the base in memory, so decoding costs what the base costs.
 
         Args:
             model_or_dir: A generative base name (``default-chat``; converted once on first
-                use) or a local Hugging Face causal-LM directory with a chat template.
+                use), a local Hugging Face causal-LM directory with a chat template, or a
+                generative bundle directory.
             precision: ``fp32``, ``bf16`` (weights in bfloat16; needs fast bf16 hardware),
                 or ``auto``: bf16 on a GPU that has it, fp32 on CPU (batch-1 decoding
                 measured faster in fp32 there).
@@ -342,7 +435,8 @@ class Generator:
 
         Raises:
             InputError: Unknown name, not a causal LM, unsafe files, no chat template,
-                bf16 without hardware support, a bad precision.
+                bf16 without hardware support, a bad precision; a classifier bundle; a
+                bundle whose base model is missing or not the one it was trained on.
         """
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -350,7 +444,11 @@ class Generator:
         if precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"precision must be auto, fp32 or bf16 (got {precision!r})")
         kwargs = {} if notify is None else {"notify": notify}
-        base = resolve_generative_base(str(model_or_dir), **kwargs)
+        bundle = _bundle_of(model_or_dir)
+        if bundle is not None:
+            base = _bundle_base(bundle, kwargs)
+        else:
+            base = resolve_generative_base(str(model_or_dir), **kwargs)
         device = pick_device()
         choice = apply_threads(threads) if device.type == "cpu" else None
         has_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_fast_bf16()
@@ -363,6 +461,11 @@ class Generator:
             precision == "auto" and device.type == "cuda" and has_bf16
         )
         dtype = torch.bfloat16 if use_bf16 else torch.float32
+        if bundle is not None:
+            tuned, tuned_tokenizer = _load_bundle_model(bundle, base, dtype)
+            tuned.to(device)
+            tuned.eval()
+            return cls(tuned, tuned_tokenizer, base, choice, bundle=bundle.path)
         tokenizer = AutoTokenizer.from_pretrained(base.path, trust_remote_code=False)
         if not getattr(tokenizer, "chat_template", None):
             raise InputError(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from tuneforge.bundle import BundleInfo, read_bundle
+from tuneforge.bundle import BundleInfo, read_bundle, require_classifier
 from tuneforge.data.encode import encode_texts
 from tuneforge.errors import InputError
 from tuneforge.inference.backends import Backend
@@ -117,7 +117,7 @@ class Predictor:
         from tuneforge.inference.tokenizer import load_inference_tokenizer
         from tuneforge.training.threads import choose_threads
 
-        info = read_bundle(path)
+        info = require_classifier(read_bundle(path), "prediction")
         check_safe_bundle(info)
         if backend == "auto":
             backend = choose_backend(info.path, max_accuracy_drop)

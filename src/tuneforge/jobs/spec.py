@@ -39,6 +39,8 @@ NOT_IN_HYPERPARAMETERS = {
     "data.multi_label": DATA_OPTIONS,
     "data.label_separator": DATA_OPTIONS,
     "data.quality_checks": DATA_OPTIONS,
+    "data.task": "not offered: jobs train classifiers; `tuneforge train --task generate` "
+    "fine-tunes a chat model",
     "data.validation_fraction": "not offered: upload a validation_file to choose the split",
     "data.test_fraction": "not offered: the server carves the default 10% test split",
     "model.name": "model",

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from tuneforge.bundle import BundleInfo, atomic_write_json, publish, read_bundle
+from tuneforge.bundle import (
+    BundleInfo,
+    atomic_write_json,
+    publish,
+    read_bundle,
+    require_classifier,
+)
 from tuneforge.data.encode import EncodedTexts, encode_texts
 from tuneforge.data.labels import LabelMap
 from tuneforge.data.splits import row_hash
@@ -183,7 +189,7 @@ def export_bundle(
     """
     from transformers import AutoTokenizer
 
-    info = read_bundle(bundle)
+    info = require_classifier(read_bundle(bundle), "export")
     check_safe_bundle(info)  # before transformers opens anything in it
     data = bundle_validation(info, validation_file)
     tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer", trust_remote_code=False)

@@ -33,6 +33,7 @@ from tuneforge.data.encode import EncodedTexts, encode_texts, length_grouped_bat
 from tuneforge.data.labels import LabelMap
 from tuneforge.data.splits import Splits, make_splits, split_manifest
 from tuneforge.data.tables import Table, read_table
+from tuneforge.data.task import TaskChoice
 from tuneforge.environment import describe_environment
 from tuneforge.errors import InputError, Problem
 from tuneforge.evaluation.evaluate import evaluate_logits
@@ -167,12 +168,18 @@ def make_loss(
 # ---------------------------------------------------------------- the run
 
 
-def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -> TrainResult:
+def finetune_classifier(
+    config: RunConfig,
+    listeners: Sequence[Listener] = (),
+    task: TaskChoice | None = None,
+) -> TrainResult:
     """Run one fine-tuning job end to end and write the bundle to ``config.output``.
 
     Args:
         config: The run configuration.
         listeners: Receive every training event (the CLI's progress bar, a job worker).
+        task: Why this file trains a classifier (``choose_task`` on a chat file), written
+            as the first event; None writes none.
 
     Returns:
         The bundle path and the best checkpoint's metrics.
@@ -183,6 +190,11 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
             ``--resume``, no bundle is written.
     """
     started = time.time()
+    if config.data.task == "generate":
+        raise InputError(
+            "data.task is generate: a chat model is fine-tuned by `tuneforge train --task "
+            "generate` (recipes.finetune_chat), not the classifier recipe"
+        )
     check_run_config(config)  # unknown method or selection metric: fail before any work
     output = Path(config.output)
     check_output_dir(output, overwrite=config.overwrite)
@@ -272,6 +284,8 @@ def finetune_classifier(config: RunConfig, listeners: Sequence[Listener] = ()) -
         events.emit("warning", code=code, message=message, **fields)
 
     try:
+        if task is not None and not config.resume:
+            events.emit("task", task=task.task, reason=task.reason)
         for problem in problems:
             example = describe_example(problem["example"])
             fields = {k: v for k, v in problem.items() if k not in ("code", "message")}

@@ -26,6 +26,25 @@ def auto_epochs(n_train: int) -> float:
     return float(TARGET_EPOCHS)
 
 
+# A chat model (supervised fine-tuning of a causal LM) follows OpenAI's own rule: each
+# conversation carries many trained tokens, so far fewer passes are needed than an encoder's.
+SFT_MIN_TARGET_EXAMPLES = 100
+SFT_MAX_TARGET_EXAMPLES = 25_000
+SFT_MAX_EPOCHS = 25
+
+
+def auto_sft_epochs(n_train: int) -> float:
+    """Passes over ``n_train`` conversations, as OpenAI's ``n_epochs: auto``: 3, more for
+    small files so that at least 100 conversations are seen (at most 25 epochs), fewer for
+    large ones so that at most 25,000 are (at least one; a fraction such as 1.5 ends
+    mid-epoch)."""
+    if n_train * TARGET_EPOCHS < SFT_MIN_TARGET_EXAMPLES:
+        return float(min(SFT_MAX_EPOCHS, math.ceil(SFT_MIN_TARGET_EXAMPLES / max(1, n_train))))
+    if n_train * TARGET_EPOCHS > SFT_MAX_TARGET_EXAMPLES:
+        return max(1.0, round(SFT_MAX_TARGET_EXAMPLES / n_train, 2))
+    return float(TARGET_EPOCHS)
+
+
 def auto_batch_size(n_train: int) -> int:
     """16 for small data sets (more updates per epoch), 32 otherwise."""
     return 16 if n_train < 1_000 else 32

@@ -184,6 +184,20 @@ class SamplesEvent(Event):
     samples: list[dict[str, Any]]
 
 
+@event_type("task")
+@dataclass(frozen=True, kw_only=True)
+class TaskEvent(Event):
+    """Which task the run trains (``classify`` or ``generate``) and why.
+
+    Attributes:
+        task: ``classify`` or ``generate``.
+        reason: The rule's numbers and verdict, or "as requested".
+    """
+
+    task: str
+    reason: str
+
+
 @event_type("checkpoint")
 @dataclass(frozen=True, kw_only=True)
 class CheckpointEvent(Event):
