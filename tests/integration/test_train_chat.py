@@ -205,3 +205,24 @@ def test_an_interrupted_run_resumes_to_the_same_bundle(tmp_path: Path, tiny_llam
     )
     events = (tmp_path / "resumed" / "events.jsonl").read_text()
     assert '"type": "resume"' in events and events.count('"type": "task"') == 1
+
+
+def test_eval_scores_the_bundle_against_its_base(trained, tiny_llama: Path):
+    """`tuneforge eval BUNDLE refs.jsonl --compare BASE`: a chat bundle is scored on
+    generated text, its memorised replies beating the untrained base."""
+    result, bundle, tmp = trained
+    assert result.code == 0, result
+    refs = write_jsonl(
+        tmp / "refs.jsonl",
+        [{"messages": [{"role": "user", "content": q}], "references": [a]} for q, a in QA[:4]],
+    )
+    out = tmp / "eval.json"
+    scored = run_cli(
+        "eval", bundle, refs, "--compare", tiny_llama, "--json", out, "--max-tokens", "20"
+    )
+    assert scored.code == 0, scored
+    report = json.loads(out.read_text())
+    assert report["task"] == "generate"
+    assert [e["output"] for e in report["examples"]] == [a for _, a in QA[:4]]
+    assert report["metrics"]["bleu"] == pytest.approx(100.0)
+    assert report["compare"]["metrics"]["bleu"] < 50

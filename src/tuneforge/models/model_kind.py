@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tuneforge.bundle import MANIFEST
 from tuneforge.models.registry import known_generative_bases
 
 
@@ -23,19 +24,30 @@ def _causal_lm_config(config: Path) -> bool:
     )
 
 
+def _generative_bundle(manifest: Path) -> bool:
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("task") == "generate"
+
+
 def is_generative(model_or_dir: str | Path) -> bool:
     """Whether ``model_or_dir`` names a generative model.
 
-    True for a generative base name (``default-chat``) and for a directory whose
+    True for a generative base name (``default-chat``), a bundle whose manifest's task is
+    ``generate`` (from ``tuneforge train`` on a chat set), and a directory whose
     ``config.json`` declares a ``*ForCausalLM`` architecture; False for anything else
     (a classifier bundle, a missing path), which the caller then treats as a classifier.
-    Reading never raises: a broken config reads as not generative.
+    Reading never raises: a broken file reads as not generative.
     """
     name = str(model_or_dir)
     if name in known_generative_bases():
         return True
     path = Path(name).expanduser()
     try:
-        return path.is_dir() and _causal_lm_config(path / "config.json")
+        if not path.is_dir():
+            return False
+        return _generative_bundle(path / MANIFEST) or _causal_lm_config(path / "config.json")
     except OSError:
         return False
