@@ -29,6 +29,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tuneforge.data.conversations import ROLES
 from tuneforge.errors import InputError
+from tuneforge.inference.loading import (
+    check_generative_base,
+    load_generative_bundle,
+    open_generative_bundle,
+)
 from tuneforge.models.registry import GenerativeBase, resolve_generative_base
 from tuneforge.training.device import cpu_has_fast_bf16, pick_device
 from tuneforge.training.threads import ThreadChoice, apply_threads
@@ -254,86 +259,6 @@ class _Reply:
 # ----------------------------------------------------------------------------- bundles
 
 
-def _bundle_of(model_or_dir: str | Path) -> Any:
-    """The opened bundle when ``model_or_dir`` is a bundle directory, else None.
-
-    Raises:
-        InputError: A broken manifest, or a classifier bundle.
-    """
-    from tuneforge.bundle import MANIFEST, read_bundle
-
-    path = Path(model_or_dir).expanduser()
-    if not (path / MANIFEST).is_file():
-        return None
-    info = read_bundle(path)
-    if not info.manifest.generative:
-        raise InputError(
-            f"{path} is a classifier bundle ({info.manifest.task}, {len(info.labels)} labels): "
-            f"it predicts labels and does not generate text; use `tuneforge predict {path}` "
-            "or Predictor.load, or pass a chat model or a bundle of `tuneforge train --task "
-            "generate`"
-        )
-    from tuneforge.inference.loading import check_safe_bundle
-
-    check_safe_bundle(info)
-    return info
-
-
-def _bundle_base(info: Any, kwargs: dict[str, Any]) -> GenerativeBase:
-    """A generative bundle's base model, checked against the hash the bundle records.
-
-    Raises:
-        InputError: The base is missing, or its weights are not the ones trained on.
-    """
-    from tuneforge.models.registry import weights_sha256
-
-    ref = info.manifest.base_model
-    if not info.adapter:  # full weights: the bundle is the whole model
-        return GenerativeBase(
-            name=ref.name, path=info.path / "model", licence=None, source="bundle",
-            sha256=ref.sha256,
-        )  # fmt: skip
-    where = ref.name if ref.source == "package" else (ref.path or ref.name)
-    try:
-        base = resolve_generative_base(where, **kwargs)
-    except InputError as exc:
-        raise InputError(
-            f"bundle {info.path} needs its base model {ref.name!r} ({where}), which cannot be "
-            f"loaded: {exc}"
-        ) from None
-    actual = base.sha256 if ref.source == "package" else weights_sha256(base.path)
-    if actual != ref.sha256:
-        raise InputError(
-            f"bundle {info.path} was trained on base model {ref.name!r} with weights sha256 "
-            f"{ref.sha256[:16]}…, but {where} now has {str(actual)[:16]}…; the adapter only "
-            "fits the base it was trained on: restore that base model, or train again"
-        )
-    return base
-
-
-def _load_bundle_model(info: Any, base: GenerativeBase, dtype: Any) -> tuple[Any, Any]:
-    """The bundle's model (the base with the adapter merged in, or its full weights) and
-    its tokenizer (with the chat template it was trained with)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer", trust_remote_code=False)
-    if not getattr(tokenizer, "chat_template", None):
-        raise InputError(f"bundle {info.path}: its tokenizer has no chat template")
-    if not info.adapter:
-        model = AutoModelForCausalLM.from_pretrained(
-            info.path / "model", trust_remote_code=False, use_safetensors=True, dtype=dtype
-        )
-        return model, tokenizer
-    from peft import PeftModel
-
-    model = AutoModelForCausalLM.from_pretrained(
-        base.path, trust_remote_code=False, use_safetensors=True, dtype=torch.float32
-    )
-    merged = PeftModel.from_pretrained(model, str(info.path / "adapter")).merge_and_unload()
-    return merged.to(dtype), tokenizer
-
-
 # ----------------------------------------------------------------------------- generator
 
 
@@ -444,9 +369,9 @@ class Generator:
         if precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"precision must be auto, fp32 or bf16 (got {precision!r})")
         kwargs = {} if notify is None else {"notify": notify}
-        bundle = _bundle_of(model_or_dir)
+        bundle = open_generative_bundle(model_or_dir)
         if bundle is not None:
-            base = _bundle_base(bundle, kwargs)
+            base = check_generative_base(bundle, **kwargs)
         else:
             base = resolve_generative_base(str(model_or_dir), **kwargs)
         device = pick_device()
@@ -462,7 +387,7 @@ class Generator:
         )
         dtype = torch.bfloat16 if use_bf16 else torch.float32
         if bundle is not None:
-            tuned, tuned_tokenizer = _load_bundle_model(bundle, base, dtype)
+            tuned, tuned_tokenizer = load_generative_bundle(bundle, base, dtype)
             tuned.to(device)
             tuned.eval()
             return cls(tuned, tuned_tokenizer, base, choice, bundle=bundle.path)

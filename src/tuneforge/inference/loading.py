@@ -6,11 +6,17 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tuneforge.bundle import BundleInfo
+from tuneforge.bundle import MANIFEST, BundleInfo, read_bundle
 from tuneforge.errors import InputError
-from tuneforge.models.registry import BaseModel, resolve_base_model, weights_sha256
+from tuneforge.models.registry import (
+    BaseModel,
+    GenerativeBase,
+    resolve_base_model,
+    resolve_generative_base,
+    weights_sha256,
+)
 from tuneforge.models.safety import check_safe_model_dir
 
 if TYPE_CHECKING:  # torch and transformers load only when a torch model is built
@@ -149,3 +155,82 @@ def load_bundle_model(info: BundleInfo) -> PreTrainedModel:
     model = PeftModel.from_pretrained(classifier, info.path / "adapter")
     unwrap_modules_to_save(model)
     return model.merge_and_unload()
+
+
+# ------------------------------------------------------------------- generative bundles
+
+
+def open_generative_bundle(model_or_dir: str | Path) -> BundleInfo | None:
+    """The opened, checked generative bundle when ``model_or_dir`` is a bundle directory,
+    else None (a model name or a plain model directory).
+
+    Raises:
+        InputError: A broken manifest, or a classifier bundle.
+    """
+    path = Path(model_or_dir).expanduser()
+    if not (path / MANIFEST).is_file():
+        return None
+    info = read_bundle(path)
+    if not info.manifest.generative:
+        raise InputError(
+            f"{path} is a classifier bundle ({info.manifest.task}, {len(info.labels)} labels): "
+            f"it predicts labels and does not generate text; use `tuneforge predict {path}` "
+            "or Predictor.load, or pass a chat model or a bundle of `tuneforge train --task "
+            "generate`"
+        )
+    check_safe_bundle(info)
+    return info
+
+
+def check_generative_base(info: BundleInfo, **kwargs: Any) -> GenerativeBase:
+    """A generative bundle's base model, checked against the hash the bundle records
+    (``kwargs`` go to ``resolve_generative_base``: ``notify``).
+
+    Raises:
+        InputError: The base is missing, or its weights are not the ones trained on.
+    """
+    ref = info.manifest.base_model
+    if not info.adapter:  # full weights: the bundle is the whole model
+        return GenerativeBase(
+            name=ref.name, path=info.path / "model", licence=None, source="bundle",
+            sha256=ref.sha256,
+        )  # fmt: skip
+    where = ref.name if ref.source == "package" else (ref.path or ref.name)
+    try:
+        base = resolve_generative_base(where, **kwargs)
+    except InputError as exc:
+        raise InputError(
+            f"bundle {info.path} needs its base model {ref.name!r} ({where}), which cannot be "
+            f"loaded: {exc}"
+        ) from None
+    actual = base.sha256 if ref.source == "package" else weights_sha256(base.path)
+    if actual != ref.sha256:
+        raise InputError(
+            f"bundle {info.path} was trained on base model {ref.name!r} with weights sha256 "
+            f"{ref.sha256[:16]}…, but {where} now has {str(actual)[:16]}…; the adapter only "
+            "fits the base it was trained on: restore that base model, or train again"
+        )
+    return base
+
+
+def load_generative_bundle(info: BundleInfo, base: GenerativeBase, dtype: Any) -> tuple[Any, Any]:
+    """The bundle's model (the base with the adapter merged in, or its full weights) and
+    its tokenizer (with the chat template it was trained with)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(info.path / "tokenizer", trust_remote_code=False)
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError(f"bundle {info.path}: its tokenizer has no chat template")
+    if not info.adapter:
+        model = AutoModelForCausalLM.from_pretrained(
+            info.path / "model", trust_remote_code=False, use_safetensors=True, dtype=dtype
+        )
+        return model, tokenizer
+    from peft import PeftModel
+
+    model = AutoModelForCausalLM.from_pretrained(
+        base.path, trust_remote_code=False, use_safetensors=True, dtype=torch.float32
+    )
+    merged = PeftModel.from_pretrained(model, str(info.path / "adapter")).merge_and_unload()
+    return merged.to(dtype), tokenizer

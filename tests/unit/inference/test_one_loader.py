@@ -1,5 +1,6 @@
 """One loader of a bundle's model: ``inference/loading.py`` (the shared-base adapter path
-reuses its base check and unwrapping); nothing else builds a model from a bundle."""
+reuses its base check and unwrapping; the generator calls its generative-bundle loader);
+nothing else builds a model from a bundle."""
 
 from __future__ import annotations
 
@@ -51,9 +52,10 @@ def test_base_check_has_one_home():
         for path in SRC.rglob("*.py")
         if "weights_sha256(" in path.read_text(encoding="utf-8")
     }
-    # the registry defines it, the recipe records it, the loader checks it
+    # the registry defines it, the recipes record it, the loader checks it
     assert hashers == {
         "models/registry.py",
         "recipes/finetune_classifier.py",
+        "recipes/finetune_chat.py",
         "inference/loading.py",
     }
