@@ -44,7 +44,7 @@ test-contract: dev
 test-security: dev
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m security
 
-# The real default model trained once, and the long fault cases (a few minutes).
+# The real default models (classifier and chat) and the long fault cases (a few minutes).
 test-slow: dev
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m slow
 

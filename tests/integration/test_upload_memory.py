@@ -48,6 +48,7 @@ def _memory(pid: int) -> dict[str, int]:
 
 
 @pytest.mark.live
+@pytest.mark.slow  # a real serve process: CI runs it; tests/security has the in-process case
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_three_parquet_bombs_are_refused_without_the_server_growing(tmp_path: Path) -> None:
     data = tmp_path / "data"

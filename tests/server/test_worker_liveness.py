@@ -22,6 +22,7 @@ def _live_workers(server) -> int:
 
 
 @pytest.mark.live
+@pytest.mark.slow  # ~13 s (waits out the timeout): CI runs it (make test-slow)
 def test_a_killed_worker_stops_counting_as_live_within_seconds(tmp_path: Path, tiny_model: Path):
     timeout = Settings.model_fields["worker_timeout_seconds"].default
     assert timeout <= 15  # a few heartbeats (one a second), not 90 s

@@ -180,6 +180,7 @@ def broken_model(tiny_model: Path, directory: Path) -> Path:
 # ---------------------------------------------------------------- crashes
 
 
+@pytest.mark.slow  # ~15 s: CI runs it (make test-slow)
 def test_killed_worker_job_resumes_on_another_worker(tmp_path: Path, tiny_model: Path):
     settings = server_settings(tmp_path, tiny_model, workers=0, lease_seconds=LEASE)
     with live_server(settings) as server:
@@ -308,6 +309,7 @@ def test_killed_training_child_is_retried_from_checkpoint(tmp_path: Path, tiny_m
     )
 
 
+@pytest.mark.slow  # ~13 s: CI runs it (make test-slow)
 def test_job_that_always_crashes_fails_after_max_attempts(tmp_path: Path, tiny_model: Path):
     broken = broken_model(tiny_model, tmp_path / "broken-bert")
     settings = server_settings(
