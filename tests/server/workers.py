@@ -126,7 +126,11 @@ class ChildSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            pids = training_children(self.job_id)
+            # Listing every process takes a while on a loaded machine: a killed child seen
+            # alive early in the listing may be reaped, and its successor started, before the
+            # listing reaches the new pid. Only children still alive once the listing is done
+            # count as running together.
+            pids = [pid for pid in training_children(self.job_id) if is_alive(pid)]
             now = time.monotonic()
             self.samples += 1
             self.max_concurrent = max(self.max_concurrent, len(pids))
