@@ -102,10 +102,7 @@ def render_model_card(
         "which inflate test scores.",
         "",
         "## Environment",
-        f"tuneforge {environment['packages'].get('tuneforge')}, torch "
-        f"{environment['packages'].get('torch')}, transformers "
-        f"{environment['packages'].get('transformers')}; {environment.get('cpu')}; "
-        f"precision {environment.get('precision')}.",
+        _environment_line(environment),
         "",
     ]
     return "\n".join(lines)
@@ -248,13 +245,20 @@ def render_generative_card(
     lines += [
         "",
         "## Environment",
-        f"tuneforge {environment['packages'].get('tuneforge')}, torch "
-        f"{environment['packages'].get('torch')}, transformers "
-        f"{environment['packages'].get('transformers')}; {environment.get('cpu')}; "
-        f"precision {environment.get('precision')}.",
+        _environment_line(environment),
         "",
     ]
     return "\n".join(lines)
+
+
+def _environment_line(environment: dict[str, Any]) -> str:
+    """Versions, CPU and precision of the run, for the card's Environment section."""
+    packages = environment["packages"]
+    return (
+        f"tuneforge {packages.get('tuneforge')}, torch {packages.get('torch')}, transformers "
+        f"{packages.get('transformers')}; {environment.get('cpu')}; "
+        f"precision {environment.get('precision')}."
+    )
 
 
 def _one_line(text: Any) -> str:
